@@ -1,0 +1,104 @@
+"""The classifier (encoder + pooling, dropout, linear head) and its LightningModule."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from ssl_derm.finetune.losses import FocalLoss
+from ssl_derm.finetune.metrics import classification_metrics
+from torch import nn
+
+from ssl_derm.data import Normalize, to_float, train_augment
+from ssl_derm.encoders import feature_dim, pooled_features
+from ssl_derm.engine import RunFailed, cosine_schedule
+
+
+class Classifier(nn.Module):
+    def __init__(self, encoder: nn.Module, num_classes: int, dropout: float = 0.2) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(feature_dim(encoder), num_classes))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(pooled_features(self.encoder, x))
+
+
+@torch.no_grad()
+def predict_proba(model: nn.Module, images, norm: Normalize, device, batch_size: int = 128) -> np.ndarray:
+    """Softmax probabilities for uint8 ``images`` (tensor or bank gather), in eval mode."""
+    model.eval().to(device)
+    norm = norm.to(device)
+    out = []
+    for i in range(0, len(images), batch_size):
+        x = norm(to_float(images[i:i + batch_size].to(device)))
+        out.append(torch.softmax(model(x).float(), dim=1).cpu())
+    return torch.cat(out).numpy() if out else np.zeros((0, 0))
+
+
+class FinetuneModule(pl.LightningModule):
+    def __init__(self, model: Classifier, cfg, normalization: dict, classes: list[str],
+                 alpha: np.ndarray | None, steps_per_epoch: int) -> None:
+        super().__init__()
+        self.model = model
+        self.cfg = cfg
+        self.classes = classes
+        self.norm = Normalize(normalization["mean"], normalization["std"])
+        self.augment = train_augment(cfg.image_size) if cfg.augment else None
+        self.loss = FocalLoss(cfg.focal_gamma, None if alpha is None else torch.as_tensor(alpha, dtype=torch.float32))
+        self.steps_per_epoch = steps_per_epoch
+        self._val: list[tuple[torch.Tensor, torch.Tensor]] = []
+
+    def on_after_batch_transfer(self, batch, dataloader_idx: int):
+        images, labels = batch
+        x = to_float(images)
+        if self.trainer is not None and self.trainer.training and self.augment is not None:
+            x = self.augment(x)
+        return self.norm(x), labels
+
+    def encoder_frozen(self) -> bool:
+        return self.cfg.linear_probe or self.current_epoch < self.cfg.freeze_epochs
+
+    def on_train_epoch_start(self) -> None:
+        frozen = self.encoder_frozen()
+        self.model.encoder.requires_grad_(not frozen)
+        if frozen:  # keep BatchNorm statistics of the pretrained encoder too
+            self.model.encoder.eval()
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        loss = self.loss(self.model(x), y)
+        if not torch.isfinite(loss):
+            raise RunFailed(f"non-finite training loss at step {self.global_step}; lower --lr "
+                            "(the last good checkpoint is kept)")
+        self.log("train/loss", loss, prog_bar=True)
+        return loss
+
+    def validation_step(self, batch, batch_idx):
+        x, y = batch
+        logits = self.model(x)
+        self.log("val/loss", self.loss(logits, y), sync_dist=True, batch_size=len(y))
+        self._val.append((logits.float().softmax(1), y))
+
+    def on_validation_epoch_end(self) -> None:
+        if not self._val:
+            return
+        probs = torch.cat([p for p, _ in self._val])
+        labels = torch.cat([y for _, y in self._val])
+        self._val.clear()
+        if self.trainer.world_size > 1:
+            probs = self.all_gather(probs).flatten(0, 1)
+            labels = self.all_gather(labels).flatten(0, 1)
+        m = classification_metrics(labels.cpu().numpy(), probs.cpu().numpy(), self.classes)
+        self.log("val/balanced_accuracy", m["balanced_accuracy"], prog_bar=True)
+        self.log("val/macro_f1", m["macro_f1"])
+        if m["auc_macro"] is not None:
+            self.log("val/auc_macro", m["auc_macro"])
+        self.last_val_metrics = m
+
+    def configure_optimizers(self):
+        groups = [{"params": list(self.model.head.parameters()), "lr": self.cfg.lr}]
+        if not self.cfg.linear_probe:
+            groups.append({"params": list(self.model.encoder.parameters()), "lr": self.cfg.encoder_lr})
+        opt = torch.optim.AdamW(groups, weight_decay=self.cfg.weight_decay)
+        return cosine_schedule(opt, self.cfg, self.steps_per_epoch)

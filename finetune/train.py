@@ -1,0 +1,112 @@
+"""``ssl-derm finetune``: focal-loss classifier on an encoder from ``--init``."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
+from ssl_derm.finetune.classifier import Classifier, FinetuneModule, predict_proba
+from ssl_derm.finetune.metrics import classification_metrics
+from ssl_derm.finetune.report import log_confusion
+from torch.utils.data import WeightedRandomSampler
+
+from ssl_derm.checkpoint import init_name, load_checkpoint, save_checkpoint
+from ssl_derm.config import FinetuneConfig, save_yaml, to_dict
+from ssl_derm.data import BankDataset, Normalize, class_weights, label_fraction, make_loader, write_splits
+from ssl_derm.data.labeled import LabeledData, prepare_labeled
+from ssl_derm.encoders import DEFAULT_ENCODER, build_encoder, encoder_spec
+from ssl_derm.engine import accelerator_kwargs, make_trainer, resume_path, run_dir
+from ssl_derm.errors import UserError
+
+BEST = "val/balanced_accuracy"
+
+
+def resolve(cfg: FinetuneConfig) -> FinetuneConfig:
+    """Encoder and image size default to the init checkpoint's, else lite0 at 128 px."""
+    encoder, size = cfg.encoder, cfg.image_size
+    if cfg.init not in ("random", "imagenet"):
+        ckpt = load_checkpoint(cfg.init, expect_encoder=cfg.encoder)
+        encoder, size = encoder or ckpt["encoder_name"], size or ckpt["image_size"]
+    encoder = encoder or DEFAULT_ENCODER
+    encoder_spec(encoder)
+    return dataclasses.replace(cfg, encoder=encoder, image_size=size or 128)
+
+
+def check_training_classes(lab: LabeledData) -> None:
+    train = set(lab.rows("train")["label"])
+    empty = [c for c in lab.classes if c not in train]
+    if empty:
+        raise UserError(f"class(es) {empty[:5]} have no training images; add images or drop the class")
+    if len(lab.indices("val")) == 0:
+        raise UserError("the validation split is empty; give more images or larger split_fractions[1]")
+
+
+def run_finetune(cfg: FinetuneConfig, overwrite: bool = False, resume: bool = False,
+                 lab: LabeledData | None = None) -> dict:
+    """Fine-tune; return the test metrics (also in ``OUT/metrics.json``)."""
+    cfg = resolve(cfg)
+    out = run_dir(cfg.out, "finetune", overwrite, resume)
+    save_yaml(cfg, out / "config.yaml")
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)
+    if lab is None:
+        lab = prepare_labeled(cfg.data, cfg.image_size, fractions=cfg.split_fractions, seed=cfg.seed,
+                              splits=cfg.splits, cache_dir=cfg.cache_dir, progress=cfg.progress)
+    lab = LabeledData(label_fraction(lab.table, cfg.label_fraction, cfg.seed), lab.bank, lab.classes)
+    write_splits(lab.table, out)
+    check_training_classes(lab)
+    spec = encoder_spec(cfg.encoder)
+    model = Classifier(build_encoder(cfg.encoder, cfg.init), len(lab.classes), cfg.dropout)
+    y_train = lab.targets("train")
+    alpha = class_weights(y_train, len(lab.classes), cfg.class_weights)
+    batch = min(cfg.batch_size, len(y_train))
+    module = FinetuneModule(model, cfg, spec.normalization, lab.classes, alpha, max(1, len(y_train) // batch))
+    best = ModelCheckpoint(dirpath=out / "checkpoints", filename="best", monitor=BEST, mode="max",
+                           save_top_k=1, save_last=False, enable_version_counter=False)
+    stop = EarlyStopping(monitor=BEST, mode="max", patience=cfg.patience, check_finite=False)
+    trainer = make_trainer(cfg, out, callbacks=[best, stop])
+    pin = accelerator_kwargs(trainer)["pin_memory"]
+    sampler = None
+    if cfg.balanced_sampler:
+        weights = 1.0 / np.bincount(y_train, minlength=len(lab.classes))[y_train]
+        sampler = WeightedRandomSampler(weights, len(y_train), generator=torch.Generator().manual_seed(cfg.seed))
+    train_loader = make_loader(BankDataset(lab.bank, lab.indices("train"), y_train), batch, shuffle=True,
+                               seed=cfg.seed, drop_last=len(y_train) > batch, sampler=sampler, pin_memory=pin)
+    val_loader = make_loader(BankDataset(lab.bank, lab.indices("val"), lab.targets("val")), 128, shuffle=False,
+                             seed=cfg.seed, pin_memory=pin)
+    print(f"fine-tuning {cfg.encoder} (init={cfg.init}) on {len(y_train):,} images, {len(lab.classes)} classes, "
+          f"@ {cfg.image_size}px -> {out}")
+    trainer.fit(module, train_loader, val_loader, ckpt_path=resume_path(out, resume), weights_only=True)
+    if not trainer.is_global_zero:
+        return {}
+    if best.best_model_path:  # the best epoch's weights, not the last epoch's
+        state = torch.load(best.best_model_path, map_location="cpu", weights_only=True)["state_dict"]
+        module.load_state_dict(state)
+    test_split = "test" if len(lab.indices("test")) else "val"
+    norm = Normalize(spec.mean, spec.std)
+    probs = predict_proba(model, lab.bank.gather(lab.indices(test_split)), norm, trainer.strategy.root_device)
+    metrics = classification_metrics(lab.targets(test_split), probs, lab.classes)
+    metrics.update({"split": test_split, "init": cfg.init, "init_name": _safe_init_name(cfg.init),
+                    "label_fraction": cfg.label_fraction, "seed": cfg.seed, "best_epoch_val_balanced_accuracy":
+                    float(best.best_model_score) if best.best_model_score is not None else None})
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    log_confusion(trainer.logger, metrics["confusion_matrix"], f"{test_split}/confusion_matrix", trainer.global_step)
+    save_checkpoint(out / "model.ckpt", encoder_name=cfg.encoder, encoder_state_dict=model.encoder.state_dict(),
+                    image_size=cfg.image_size, normalization=spec.normalization, task="classifier",
+                    config=to_dict(cfg), head_state_dict=model.head.state_dict(), class_names=list(lab.classes),
+                    dropout=cfg.dropout, init_chain=_safe_init_name(cfg.init))
+    print(f"{test_split}: balanced accuracy {metrics['balanced_accuracy']:.3f}, macro F1 {metrics['macro_f1']:.3f}, "
+          f"AUC {metrics['auc_macro'] or float('nan'):.3f} ({metrics['n_images']} images)")
+    print(f"wrote {out / 'model.ckpt'} and {out / 'metrics.json'}")
+    return metrics
+
+
+def _safe_init_name(init: str) -> str:
+    try:
+        return init_name(init)
+    except UserError:
+        return Path(init).stem

@@ -1,0 +1,137 @@
+"""``ssl-derm pretrain``: assemble the pool, train a pretext task, write ``ssl.ckpt``."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.callbacks import Callback
+from ssl_derm.pretext import build_task
+from ssl_derm.pretext.module import PretextModule
+
+from ssl_derm.checkpoint import init_name, load_checkpoint, save_checkpoint
+from ssl_derm.config import PretrainConfig, save_yaml, to_dict
+from ssl_derm.data import BankDataset, ImageBank, decode_source, make_loader, open_unlabeled, write_splits
+from ssl_derm.data.labeled import prepare_labeled
+from ssl_derm.encoders import DEFAULT_ENCODER, build_encoder, encoder_spec
+from ssl_derm.engine import accelerator_kwargs, make_trainer, resume_path, run_dir
+from ssl_derm.errors import UserError
+
+
+def resolve(cfg: PretrainConfig) -> PretrainConfig:
+    """Fill encoder and image size from an init checkpoint, else the defaults."""
+    encoder, size = cfg.encoder, cfg.image_size
+    if cfg.init not in ("random", "imagenet"):
+        ckpt = load_checkpoint(cfg.init, expect_encoder=cfg.encoder)
+        encoder, size = encoder or ckpt["encoder_name"], size or ckpt["image_size"]
+    encoder = encoder or DEFAULT_ENCODER
+    encoder_spec(encoder)
+    return dataclasses.replace(cfg, encoder=encoder, image_size=size or 128)
+
+
+def write_skipped(out: Path, skipped: list[tuple[str, str]], total: int) -> None:
+    if not skipped:
+        return
+    (out / "skipped.txt").write_text("".join(f"{name}\t{why}\n" for name, why in skipped))
+    first = "; ".join(f"{Path(n).name} ({w})" for n, w in skipped[:3])
+    print(f"skipped {len(skipped):,} of {total:,} files: {first}{' ...' if len(skipped) > 3 else ''} "
+          f"(full list: {out / 'skipped.txt'})")
+
+
+def build_pool(cfg: PretrainConfig, out: Path):
+    """The pool (train split of --data plus every --unlabeled archive) and kNN data."""
+    parts, pool, knn = [], [], None
+    skipped: list[tuple[str, str]] = []
+    total = 0
+    if cfg.data is not None or not cfg.unlabeled:
+        lab = prepare_labeled(cfg.data, cfg.image_size, fractions=cfg.split_fractions, seed=cfg.seed,
+                              cache_dir=cfg.cache_dir, progress=cfg.progress)
+        write_splits(lab.table, out)
+        parts.append(lab.bank.parts[0])
+        pool.append(lab.indices("train"))
+        total += len(lab.bank)
+        if len(lab.indices("val")):
+            rng = np.random.default_rng(cfg.seed)
+            bank_idx = lab.indices("train")
+            if len(bank_idx) > cfg.knn_max_bank:
+                bank_idx = np.sort(rng.choice(bank_idx, cfg.knn_max_bank, replace=False))
+            lookup = {c: i for i, c in enumerate(lab.classes)}
+            labels = lab.table["label"].map(lookup).to_numpy()
+            knn = {"bank": lab.bank.gather(bank_idx), "bank_labels": torch.as_tensor(labels[bank_idx]),
+                   "query": lab.bank.gather(lab.indices("val")),
+                   "query_labels": torch.as_tensor(labels[lab.indices("val")]), "classes": lab.classes}
+    for spec in cfg.unlabeled:
+        source = open_unlabeled(spec)
+        decoded = decode_source(source, cfg.image_size, cfg.cache_dir, cfg.progress)
+        offset = sum(int(p.ok.sum()) for p in parts)
+        parts.append(decoded)
+        pool.append(offset + np.arange(int(decoded.ok.sum())))
+        skipped += decoded.skipped
+        total += len(source)
+    if skipped and cfg.strict:
+        first = ", ".join(Path(n).name for n, _ in skipped[:3])
+        raise UserError(f"--strict: {len(skipped)} unreadable file(s) in the unlabelled pool (first: {first})")
+    write_skipped(out, skipped, total)
+    bank = ImageBank(parts)
+    pool_idx = np.concatenate(pool)
+    if len(pool_idx) < 2:
+        raise UserError("the pretraining pool holds fewer than 2 readable images")
+    return bank, pool_idx, knn
+
+
+class PortableCheckpoint(Callback):
+    """Writes ``ssl.ckpt`` after every epoch (atomically), so a crash keeps the last good one."""
+
+    def __init__(self, path: Path, meta: dict) -> None:
+        self.path, self.meta = path, meta
+
+    def write(self, trainer, module) -> None:
+        if trainer.is_global_zero:
+            save_checkpoint(self.path, encoder_state_dict=module.task.encoder.state_dict(),
+                            global_step=trainer.global_step, epoch=trainer.current_epoch,
+                            **module.task.extra_state(), **self.meta)
+
+    def on_train_epoch_end(self, trainer, module) -> None:
+        self.write(trainer, module)
+
+    def on_train_end(self, trainer, module) -> None:
+        self.write(trainer, module)
+
+
+def run_pretrain(cfg: PretrainConfig, overwrite: bool = False, resume: bool = False) -> Path:
+    cfg = resolve(cfg)
+    out = run_dir(cfg.out, "pretrain", overwrite, resume)
+    save_yaml(cfg, out / "config.yaml")
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)
+    bank, pool_idx, knn = build_pool(cfg, out)
+    rng = np.random.default_rng(cfg.seed)
+    perm = rng.permutation(pool_idx)
+    n_hold = int(round(len(perm) * cfg.holdout_fraction)) if len(perm) >= 20 else 0
+    hold, train = np.sort(perm[:n_hold]), perm[n_hold:]
+    batch = min(cfg.batch_size, len(train))
+    encoder = build_encoder(cfg.encoder, cfg.init)
+    task = build_task(cfg.task, encoder, cfg)
+    spec = encoder_spec(cfg.encoder)
+    steps = max(1, len(train) // batch)
+    module = PretextModule(task, cfg, spec.normalization, steps, knn)
+    chain = cfg.task if cfg.init == "random" else f"{init_name(cfg.init)}+{cfg.task}"
+    meta = {"encoder_name": cfg.encoder, "image_size": cfg.image_size, "normalization": spec.normalization,
+            "task": cfg.task, "init_chain": chain, "config": to_dict(cfg)}
+    trainer = make_trainer(cfg, out, callbacks=[PortableCheckpoint(out / "ssl.ckpt", meta)],
+                           enable_val=n_hold > 0)
+    if trainer.strategy.root_device.type == "cuda":
+        module = module.to(memory_format=torch.channels_last)
+    pin = accelerator_kwargs(trainer)["pin_memory"]
+    train_loader = make_loader(BankDataset(bank, train), batch, shuffle=True, seed=cfg.seed, drop_last=True,
+                               pin_memory=pin)
+    val_loader = make_loader(BankDataset(bank, hold), batch, shuffle=False, seed=cfg.seed,
+                             pin_memory=pin) if n_hold else None
+    print(f"pretraining {cfg.task} on {len(train):,} images ({len(hold):,} held out), "
+          f"{cfg.encoder} @ {cfg.image_size}px, init={cfg.init} -> {out}")
+    trainer.fit(module, train_loader, val_loader, ckpt_path=resume_path(out, resume), weights_only=True)
+    if trainer.is_global_zero:
+        print(f"wrote {out / 'ssl.ckpt'} (TensorBoard: tensorboard --logdir {out})")
+    return out

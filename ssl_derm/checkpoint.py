@@ -1,0 +1,95 @@
+"""The portable ssl-derm checkpoint: one file of plain tensors and built-ins.
+
+``torch.load(path, weights_only=True)`` opens it, so a checkpoint from a
+stranger can never run code.  It carries everything needed to rebuild the
+model: encoder name, image size, normalisation, task, the config and library
+versions (after nanoGPT's checkpoints).
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ssl_derm import __version__
+from ssl_derm.errors import UserError
+
+FORMAT = "ssl-derm"
+FORMAT_VERSION = 1
+REQUIRED = ("format", "format_version", "encoder_name", "encoder_state_dict", "image_size",
+            "normalization", "task", "config", "versions")
+
+
+def library_versions() -> dict[str, str]:
+    import kornia
+    import lightly
+    import pytorch_lightning
+    import segmentation_models_pytorch
+    import torchvision
+
+    return {"ssl_derm": __version__, "torch": str(torch.__version__), "torchvision": str(torchvision.__version__),
+            "segmentation_models_pytorch": str(segmentation_models_pytorch.__version__),
+            "lightly": str(lightly.__version__), "kornia": str(kornia.__version__),
+            "pytorch_lightning": str(pytorch_lightning.__version__)}
+
+
+def atomic_save(obj: Any, path: str | Path) -> Path:
+    """``torch.save`` to a temporary file, then rename: a kill never leaves half a file."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+    return path
+
+
+def save_checkpoint(path: str | Path, *, encoder_name: str, encoder_state_dict: dict, image_size: int,
+                    normalization: dict, task: str, config: dict, **extra: Any) -> Path:
+    """Write a checkpoint; ``extra`` may add e.g. ``decoder_state_dict``, ``head_state_dict``."""
+    state = {k: v.detach().cpu().clone() for k, v in encoder_state_dict.items()}
+    ckpt = {"format": FORMAT, "format_version": FORMAT_VERSION, "encoder_name": encoder_name,
+            "encoder_state_dict": state, "image_size": int(image_size),
+            "normalization": {k: [float(x) for x in v] for k, v in normalization.items()},
+            "task": task, "config": config, "versions": library_versions(), **extra}
+    return atomic_save(ckpt, path)
+
+
+def load_checkpoint(path: str | Path, expect_encoder: str | None = None) -> dict[str, Any]:
+    """Load and validate a checkpoint, naming what is wrong in one line."""
+    path = Path(path)
+    if path.is_dir() and (path / "ssl.ckpt").is_file():
+        path = path / "ssl.ckpt"
+    if not path.is_file():
+        raise UserError(f"checkpoint not found: {path} (expected random, imagenet or a .ckpt path)")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        msg = str(e).split("\n")[0][:120]
+        raise UserError(f"{path}: refused, not a plain-tensor checkpoint (it would need to run code: {msg})") from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as e:
+        raise UserError(f"{path}: not a readable checkpoint (truncated or corrupt: {str(e)[:100]})") from None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
+        raise UserError(f"{path}: not an ssl-derm checkpoint (no format: {FORMAT!r} field)")
+    if ckpt.get("format_version") != FORMAT_VERSION:
+        raise UserError(f"{path}: unsupported checkpoint format_version {ckpt.get('format_version')!r}; "
+                        f"this ssl-derm reads version {FORMAT_VERSION}")
+    missing = [k for k in REQUIRED if k not in ckpt]
+    if missing:
+        raise UserError(f"{path}: checkpoint lacks field(s) {', '.join(missing)}")
+    if expect_encoder is not None and ckpt["encoder_name"] != expect_encoder:
+        raise UserError(f"{path}: holds encoder {ckpt['encoder_name']!r}, but {expect_encoder!r} was requested")
+    return ckpt
+
+
+def init_name(init: str) -> str:
+    """A short name for an init: random, imagenet, a task name (prefixed by
+    ``imagenet+`` when that pretraining itself started from ImageNet) or the
+    file stem."""
+    if init in ("random", "imagenet"):
+        return init
+    ckpt = load_checkpoint(init)
+    return ckpt.get("init_chain") or ckpt.get("task") or Path(init).stem

@@ -1,0 +1,206 @@
+"""``ssl-derm``: thin argparse front end; each sub-command parses, builds its
+config and calls one function.  Exit codes: 0 success, 2 bad input or usage
+(one line on stderr, no traceback), 1 unexpected failure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import warnings
+
+from ssl_derm import __version__
+from ssl_derm.errors import UserError
+
+EPILOG = """\
+typical session (defaults use the bundled 316-image HAM10000 sample):
+  ssl-derm data inspect ../shared/data/ham10000
+  ssl-derm pretrain --task context_restore --out runs/cr
+  ssl-derm finetune --init runs/cr/ssl.ckpt --out runs/ft
+  ssl-derm evaluate --checkpoint runs/ft/model.ckpt --out runs/ev
+  ssl-derm benchmark --inits random,imagenet,runs/cr/ssl.ckpt --out runs/bench
+  tensorboard --logdir runs
+
+settings: YAML defaults (--config FILE), then flags, then --set key=value.
+exit codes: 0 ok, 2 bad input (one line on stderr), 1 unexpected failure.
+"""
+
+
+def _engine_flags(p: argparse.ArgumentParser, data_help: str) -> None:
+    g = p.add_argument_group("data and run folder")
+    g.add_argument("--data", help=data_help)
+    g.add_argument("--out", help="run folder (default: runs/<command>-<timestamp>)")
+    g.add_argument("--overwrite", action="store_true", help="replace a non-empty --out folder")
+    g.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    g.add_argument("--cache-dir", dest="cache_dir", help="decode cache (default ~/.cache/ssl-derm or $SSL_DERM_CACHE)")
+    g.add_argument("--strict", action="store_true", default=None, help="unreadable images are an error, not skipped")
+    g.add_argument("--seed", type=int, help="seed for splits, sampling and corruption (default 0)")
+    m = p.add_argument_group("model and optimisation")
+    m.add_argument("--encoder", help="efficientnet-lite0 (default), resnet18, resnet34, resnet50")
+    m.add_argument("--image-size", dest="image_size", type=int, help="working size in px, multiple of 32")
+    m.add_argument("--batch-size", dest="batch_size", type=int)
+    m.add_argument("--epochs", type=int)
+    m.add_argument("--max-steps", dest="max_steps", type=int, help="stop after this many steps (overrides epochs)")
+    m.add_argument("--lr", type=float, help="learning rate (AdamW, warm-up + cosine)")
+    h = p.add_argument_group("hardware (Lightning)")
+    h.add_argument("--accelerator", help="auto (default), cpu, gpu")
+    h.add_argument("--devices", help="auto (default) or a count; >1 runs DDP")
+    h.add_argument("--num-nodes", dest="num_nodes", type=int)
+    h.add_argument("--precision", help="32-true (default), bf16-mixed, 16-mixed (GPU)")
+    c = p.add_argument_group("configuration")
+    c.add_argument("--config", help="YAML file of settings (see configs/)")
+    c.add_argument("--set", action="append", metavar="KEY=VALUE", help="override any setting; repeatable")
+    c.add_argument("--no-progress", dest="progress", action="store_false", default=None, help="no progress bars")
+
+
+def _finetune_flags(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("fine-tuning")
+    g.add_argument("--focal-gamma", dest="focal_gamma", type=float, help="focal loss gamma (default 1.0; 0 = CE)")
+    g.add_argument("--class-weights", dest="class_weights", choices=["none", "balanced", "median"],
+                   help="focal alpha per class (default balanced)")
+    g.add_argument("--label-fraction", dest="label_fraction", type=float,
+                   help="train on this lesion-grouped, stratified fraction of the training split")
+    g.add_argument("--splits", help="a splits.csv to reuse (columns image,label,group,split)")
+    g.add_argument("--freeze-epochs", dest="freeze_epochs", type=int, help="epochs with the encoder frozen first")
+    g.add_argument("--balanced-sampler", dest="balanced_sampler", action="store_true", default=None)
+    g.add_argument("--linear-probe", dest="linear_probe", action="store_true", default=None,
+                   help="train the head only (encoder frozen throughout)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="ssl-derm", epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                description="Self-supervised pretraining and fine-tuning for dermoscopy images.")
+    p.add_argument("--version", action="version", version=f"ssl-derm {__version__}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+
+    d = sub.add_parser("data", help="inspect a source or write its lesion-grouped splits")
+    dsub = d.add_subparsers(dest="data_command", metavar="ACTION")
+    di = dsub.add_parser("inspect", help="images, classes, groups and unreadable files of a source")
+    di.add_argument("path", nargs="?", help="HAM10000 folder, CSV, ImageFolder, or an unlabelled archive")
+    di.add_argument("--json", action="store_true", help="print one JSON object")
+    ds = dsub.add_parser("split", help="write DIR/splits.csv (group-aware, stratified)")
+    ds.add_argument("path", nargs="?", help="labelled source (default: bundled sample)")
+    ds.add_argument("--out", required=True)
+    ds.add_argument("--seed", type=int, default=0)
+    ds.add_argument("--fractions", default="0.7,0.15,0.15", help="train,val,test (default 0.7,0.15,0.15)")
+    ds.add_argument("--overwrite", action="store_true")
+
+    from ssl_derm.pretext import TASKS
+
+    pt = sub.add_parser("pretrain", help="self-supervised pretraining of an encoder",
+                        description="Train an encoder with a pretext task on the training split of --data "
+                        "plus every --unlabeled archive. Writes OUT/ssl.ckpt, config.yaml, TensorBoard logs.")
+    pt.add_argument("--task", choices=sorted(TASKS), help="pretext task (default context_restore)")
+    pt.add_argument("--init", help="random (default), imagenet, or an ssl-derm checkpoint to continue from")
+    pt.add_argument("--unlabeled", action="append", metavar="PATH",
+                    help="extra unlabelled images: folder, .zip, .tar[.gz], glob or .txt list; repeatable")
+    _engine_flags(pt, "labelled source whose training split joins the pool (default: bundled sample)")
+
+    ft = sub.add_parser("finetune", help="train a focal-loss classifier on a (pretrained) encoder",
+                        description="Attach pooling + dropout + linear head to the encoder from --init and "
+                        "fine-tune with focal loss. Writes OUT/model.ckpt, metrics.json (test split), splits.csv.")
+    ft.add_argument("--init", help="imagenet (default), random, or PATH/ssl.ckpt")
+    _engine_flags(ft, "labelled source (default: bundled sample)")
+    _finetune_flags(ft)
+
+    ev = sub.add_parser("evaluate", help="metrics and predictions of a fine-tuned model on a source")
+    ev.add_argument("--checkpoint", required=True, help="model.ckpt written by finetune")
+    ev.add_argument("--data", help="labelled source (default: bundled sample)")
+    ev.add_argument("--out", help="output folder (default runs/evaluate-<timestamp>)")
+    ev.add_argument("--split", choices=["all", "train", "val", "test"], default="all",
+                    help="images to score (default all; train/val/test use --splits or a fresh split)")
+    ev.add_argument("--splits", help="splits.csv to take train/val/test from")
+    ev.add_argument("--overwrite", action="store_true")
+    ev.add_argument("--cache-dir", dest="cache_dir")
+
+    bm = sub.add_parser("benchmark", help="finetune every init x label fraction x seed on the same splits",
+                        description="Compare initialisations on one lesion-grouped split. Writes results.csv, "
+                        "results.md, label_efficiency.png, confusion matrices. Finished runs are skipped on re-run.")
+    bm.add_argument("--inits", help="comma list of random, imagenet, checkpoint paths (default random,imagenet)")
+    bm.add_argument("--seeds", type=int, help="seeds per init and fraction (default 2)")
+    bm.add_argument("--label-fractions", dest="label_fractions", help="comma list in (0,1] (default 0.1,1.0)")
+    _engine_flags(bm, "labelled source (default: bundled sample)")
+    _finetune_flags(bm)
+
+    sp = sub.add_parser("bench-speed", help="images/s of every stage against a plain PyTorch loop")
+    sp.add_argument("--out", help="output folder (default runs/bench-speed-<timestamp>)")
+    sp.add_argument("--quick", action="store_true", help="small sizes, under a minute")
+    sp.add_argument("--data", help="labelled source (default: bundled sample)")
+    sp.add_argument("--overwrite", action="store_true")
+    return p
+
+
+_NOT_SETTINGS = {"command", "config", "set", "overwrite", "resume", "json", "path", "data_command"}
+
+
+def _settings(args: argparse.Namespace, cls: type):
+    from ssl_derm.config import build_config, load_yaml, parse_set
+
+    flags = {k: v for k, v in vars(args).items() if v is not None and k not in _NOT_SETTINGS}
+    if "unlabeled" in flags:
+        flags["unlabeled"] = tuple(flags["unlabeled"])
+    base = load_yaml(args.config) if args.config else {}
+    return build_config(cls, base, flags, parse_set(args.set))
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    if args.command == "data":
+        from ssl_derm.data.commands import inspect_command, split_command
+
+        if args.data_command == "inspect":
+            return inspect_command(args.path, args.json)
+        if args.data_command == "split":
+            return split_command(args.path, args.out, args.seed, args.fractions, args.overwrite)
+        raise UserError("data: choose an action: inspect or split (see ssl-derm data --help)")
+    if args.command == "pretrain":
+        from ssl_derm.config import PretrainConfig
+        from ssl_derm.pretext.train import run_pretrain
+
+        run_pretrain(_settings(args, PretrainConfig), overwrite=args.overwrite, resume=args.resume)
+        return 0
+    if args.command == "finetune":
+        from ssl_derm.config import FinetuneConfig
+        from ssl_derm.finetune.train import run_finetune
+
+        run_finetune(_settings(args, FinetuneConfig), overwrite=args.overwrite, resume=args.resume)
+        return 0
+    if args.command == "evaluate":
+        from ssl_derm.finetune.evaluate import run_evaluate
+
+        run_evaluate(args.checkpoint, args.data, args.out, args.split, args.splits, args.overwrite, args.cache_dir)
+        return 0
+    if args.command == "benchmark":
+        from ssl_derm.config import BenchmarkConfig
+        from ssl_derm.finetune.benchmark import run_benchmark
+
+        run_benchmark(_settings(args, BenchmarkConfig), overwrite=args.overwrite, resume=args.resume)
+        return 0
+    if args.command == "bench-speed":
+        from ssl_derm.speed import run_bench_speed
+
+        run_bench_speed(args.out, args.quick, args.data, args.overwrite)
+        return 0
+    build_parser().print_help()
+    return 2
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    warnings.filterwarnings("ignore", category=UserWarning, module="pytorch_lightning")
+    from ssl_derm.engine import RunFailed
+
+    try:
+        return _dispatch(args)
+    except UserError as e:
+        print(f"ssl-derm: error: {e}", file=sys.stderr)
+        return 2
+    except RunFailed as e:
+        print(f"ssl-derm: run stopped: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("ssl-derm: interrupted; continue with the same command and --resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

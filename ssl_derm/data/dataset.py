@@ -1,0 +1,76 @@
+"""Batches straight out of the decoded uint8 cache.
+
+``ImageBank`` joins decoded sources into one index; ``BankDataset`` serves a
+whole batch per fetch (``__getitems__``) with one fancy-index per source, so
+the loader costs a memory copy, not a JPEG decode, per image.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from ssl_derm.data.cache import Decoded
+
+
+class ImageBank:
+    """The valid images of several decoded sources behind one index."""
+
+    def __init__(self, parts: list[Decoded]) -> None:
+        self.parts = parts
+        self.part = np.concatenate([np.full(int(p.ok.sum()), i) for i, p in enumerate(parts)]).astype(np.int64)
+        self.local = np.concatenate([np.flatnonzero(p.ok) for p in parts]).astype(np.int64)
+        self.names = [p.names[j] for i, p in enumerate(parts) for j in np.flatnonzero(p.ok)]
+
+    def __len__(self) -> int:
+        return len(self.local)
+
+    @property
+    def image_size(self) -> int:
+        return int(self.parts[0].pixels.shape[-1])
+
+    def gather(self, idx: np.ndarray) -> torch.Tensor:
+        """uint8 ``[len(idx), 3, S, S]`` for bank indices ``idx`` (order kept)."""
+        idx = np.asarray(idx, dtype=np.int64)
+        s = self.image_size
+        out = np.empty((len(idx), 3, s, s), np.uint8)
+        for p in np.unique(self.part[idx]):
+            sel = np.flatnonzero(self.part[idx] == p)
+            local = self.local[idx[sel]]
+            order = np.argsort(local)  # sorted reads are kinder to a memmap
+            out[sel[order]] = self.parts[p].pixels[local[order]]
+        return torch.from_numpy(out)
+
+
+class BankDataset(Dataset):
+    """Map-style view of ``bank`` rows ``indices`` with optional integer labels."""
+
+    def __init__(self, bank: ImageBank, indices: np.ndarray, labels: np.ndarray | None = None) -> None:
+        self.bank = bank
+        self.indices = np.asarray(indices, dtype=np.int64)
+        self.labels = None if labels is None else torch.tensor(np.asarray(labels), dtype=torch.long)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i: int):
+        return self.__getitems__([i])
+
+    def __getitems__(self, items: list[int]):
+        images = self.bank.gather(self.indices[np.asarray(items)])
+        if self.labels is None:
+            return images
+        return images, self.labels[torch.as_tensor(items)]
+
+
+def _passthrough(batch):
+    return batch
+
+
+def make_loader(dataset: BankDataset, batch_size: int, shuffle: bool, seed: int,
+                drop_last: bool = False, sampler=None, pin_memory: bool = False) -> DataLoader:
+    gen = torch.Generator().manual_seed(seed)
+    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle and sampler is None,
+                      sampler=sampler, drop_last=drop_last, generator=gen,
+                      collate_fn=_passthrough, num_workers=0, pin_memory=pin_memory)

@@ -1,0 +1,165 @@
+"""The Lightning Trainer factory shared by every training command.
+
+One place sets devices, precision, DDP, the TensorBoard logger, atomic and
+resumable trainer checkpoints, learning-rate and throughput logging.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+import warnings
+from datetime import datetime
+from pathlib import Path
+
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.callbacks import Callback, LearningRateMonitor, ModelCheckpoint
+from pytorch_lightning.loggers import TensorBoardLogger
+from pytorch_lightning.plugins.io import TorchCheckpointIO
+
+from ssl_derm.errors import UserError
+
+RUN_DIR_ENV = "SSL_DERM_RUN_DIR"  # set by rank 0 so DDP workers use the same run folder
+
+
+class RunFailed(Exception):
+    """A run that cannot go on (e.g. a non-finite loss): one clear line, exit code 1."""
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Trainer checkpoints are written to a temporary file, then renamed."""
+
+    def save_checkpoint(self, checkpoint, path, storage_options=None) -> None:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        torch.save(checkpoint, tmp)
+        os.replace(tmp, path)
+
+    def load_checkpoint(self, path, map_location=None, weights_only=None):
+        # The trainer checkpoint is our own file, but still never executes code.
+        return torch.load(path, map_location=map_location or "cpu", weights_only=True)
+
+
+class Throughput(Callback):
+    """Logs ``train/images_per_s`` measured over the logging interval."""
+
+    def __init__(self) -> None:
+        self._t = 0.0
+        self._n = 0
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if self._t == 0.0:
+            self._t = time.perf_counter()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        images = batch[0] if isinstance(batch, (tuple, list)) else batch
+        self._n += images.shape[0] * trainer.world_size
+        if (trainer.global_step % trainer.log_every_n_steps) == 0:
+            now = time.perf_counter()
+            if now > self._t and self._n:
+                pl_module.log("train/images_per_s", self._n / (now - self._t), rank_zero_only=True)
+            self._t, self._n = now, 0
+
+
+def run_dir(out: str | None, command: str, overwrite: bool = False, resume: bool = False) -> Path:
+    """The run folder: ``out`` or ``runs/<command>-<timestamp>``; never clobbers silently."""
+    if _is_worker():  # a DDP worker: rank 0 already checked and created the folder
+        path = Path(os.environ.get(RUN_DIR_ENV) or out or ".")
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+    path = Path(out) if out else Path("runs") / f"{command}-{datetime.now():%Y%m%d-%H%M%S}"
+    if path.exists() and not path.is_dir():
+        raise UserError(f"--out {path}: exists and is not a folder")
+    if path.is_dir() and any(path.iterdir()) and not (overwrite or resume):
+        raise UserError(f"--out {path}: folder is not empty; pass --overwrite to replace its contents "
+                        "or --resume to continue the run")
+    if overwrite and path.is_dir() and not resume:
+        _clear(path)
+    path.mkdir(parents=True, exist_ok=True)
+    os.environ[RUN_DIR_ENV] = str(path.resolve())
+    return path
+
+
+def _is_worker() -> bool:
+    return os.environ.get("LOCAL_RANK", "0") != "0" or os.environ.get("NODE_RANK", "0") != "0"
+
+
+def _clear(path: Path) -> None:
+    import shutil
+
+    for child in path.iterdir():
+        if child.is_dir() and not child.is_symlink():
+            shutil.rmtree(child)
+        else:
+            child.unlink()
+
+
+def resume_path(out: Path, resume: bool) -> str | None:
+    if not resume:
+        return None
+    last = out / "checkpoints" / "last.ckpt"
+    if not last.is_file():
+        raise UserError(f"--resume: no trainer checkpoint at {last}")
+    return str(last)
+
+
+def quiet_lightning() -> None:
+    for name in ("pytorch_lightning", "lightning.pytorch", "lightning_fabric"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+    warnings.filterwarnings("ignore", message=".*predict_dataloader.*")
+    warnings.filterwarnings("ignore", message=".*Checkpoint directory.*exists and is not empty.*")
+    warnings.filterwarnings("ignore", message=".*LeafSpec.*")
+    # lightly's scheduler warns when a resumed run is given more epochs; the LR then stays at its floor.
+    warnings.filterwarnings("ignore", message="Current step number .* exceeds max_steps", category=RuntimeWarning)
+
+
+def make_trainer(cfg, out: Path, *, callbacks: list[Callback] | None = None, max_epochs: int | None = None,
+                 checkpoint_every_n_steps: int = 200, enable_val: bool = True) -> pl.Trainer:
+    """A Trainer for ``cfg`` (an EngineConfig) writing everything under ``out``."""
+    quiet_lightning()
+    devices = cfg.devices if cfg.devices == "auto" else int(cfg.devices)
+    multi = cfg.num_nodes > 1 or (isinstance(devices, int) and devices > 1)
+    strategy = cfg.strategy if cfg.strategy != "auto" or not multi else "ddp"
+    if cfg.precision != "32-true" and not torch.cuda.is_available() and cfg.precision.startswith("16"):
+        raise UserError(f"--precision {cfg.precision} needs a GPU; use 32-true or bf16-mixed on a CPU")
+    ckpt = ModelCheckpoint(dirpath=out / "checkpoints", filename="step{step}", save_top_k=0,
+                           save_last=True, every_n_train_steps=checkpoint_every_n_steps,
+                           save_on_train_epoch_end=True)
+    return pl.Trainer(
+        default_root_dir=str(out),
+        accelerator=cfg.accelerator,
+        devices=devices,
+        num_nodes=cfg.num_nodes,
+        strategy=strategy,
+        precision=cfg.precision,
+        max_epochs=max_epochs if max_epochs is not None else cfg.epochs,
+        max_steps=cfg.max_steps,
+        logger=TensorBoardLogger(save_dir=str(out), name="tensorboard", version="", default_hp_metric=False),
+        callbacks=[ckpt, LearningRateMonitor(logging_interval="step"), Throughput(), *(callbacks or [])],
+        plugins=[AtomicCheckpointIO()],
+        log_every_n_steps=cfg.log_every_n_steps,
+        enable_progress_bar=cfg.progress,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        limit_val_batches=1.0 if enable_val else 0,
+        deterministic=False,
+        use_distributed_sampler=True,
+    )
+
+
+def cosine_schedule(optimizer, cfg, steps_per_epoch: int) -> dict:
+    """lightly's warm-up + cosine schedule, stepped per batch."""
+    from lightly.utils.scheduler import CosineWarmupScheduler
+
+    total = cfg.max_steps if cfg.max_steps > 0 else max(1, cfg.epochs * steps_per_epoch)
+    warmup = min(int(cfg.warmup_epochs * steps_per_epoch), total // 2)
+    sched = CosineWarmupScheduler(optimizer, warmup_epochs=warmup, max_epochs=total, end_value=0.01)
+    return {"optimizer": optimizer, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+
+def accelerator_kwargs(trainer: pl.Trainer) -> dict:
+    return {"pin_memory": trainer.strategy.root_device.type == "cuda"}
