@@ -49,7 +49,8 @@ def run_benchmark(cfg: BenchmarkConfig, overwrite: bool = False, resume: bool = 
                           splits=cfg.splits, cache_dir=cfg.cache_dir, progress=cfg.progress)
     splits = write_splits(lab.table, out)
     rows, started = [], time.time()
-    jobs = [(n, i, f, s) for f in cfg.label_fractions for n, i in zip(names, cfg.inits) for s in range(cfg.seeds)]
+    # Seed-major order: after each seed the table already compares every init and fraction.
+    jobs = [(n, i, f, s) for s in range(cfg.seeds) for f in cfg.label_fractions for n, i in zip(names, cfg.inits)]
     for k, (name, init, frac, s) in enumerate(jobs, 1):
         run = out / "runs" / _slug(name) / f"fraction{frac:g}" / f"seed{s}"
         done = run / "metrics.json"

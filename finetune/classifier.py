@@ -27,11 +27,11 @@ class Classifier(nn.Module):
 @torch.no_grad()
 def predict_proba(model: nn.Module, images, norm: Normalize, device, batch_size: int = 128) -> np.ndarray:
     """Softmax probabilities for uint8 ``images`` (tensor or bank gather), in eval mode."""
-    model.eval().to(device)
+    model.eval().to(device, memory_format=torch.channels_last)
     norm = norm.to(device)
     out = []
     for i in range(0, len(images), batch_size):
-        x = norm(to_float(images[i:i + batch_size].to(device)))
+        x = norm(to_float(images[i:i + batch_size].to(device))).contiguous(memory_format=torch.channels_last)
         out.append(torch.softmax(model(x).float(), dim=1).cpu())
     return torch.cat(out).numpy() if out else np.zeros((0, 0))
 
@@ -54,7 +54,7 @@ class FinetuneModule(pl.LightningModule):
         x = to_float(images)
         if self.trainer is not None and self.trainer.training and self.augment is not None:
             x = self.augment(x)
-        return self.norm(x), labels
+        return self.norm(x).contiguous(memory_format=torch.channels_last), labels
 
     def encoder_frozen(self) -> bool:
         return self.cfg.linear_probe or self.current_epoch < self.cfg.freeze_epochs

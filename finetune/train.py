@@ -61,10 +61,14 @@ def run_finetune(cfg: FinetuneConfig, overwrite: bool = False, resume: bool = Fa
     check_training_classes(lab)
     spec = encoder_spec(cfg.encoder)
     model = Classifier(build_encoder(cfg.encoder, cfg.init), len(lab.classes), cfg.dropout)
+    model = model.to(memory_format=torch.channels_last)
     y_train = lab.targets("train")
     alpha = class_weights(y_train, len(lab.classes), cfg.class_weights)
     batch = min(cfg.batch_size, len(y_train))
-    module = FinetuneModule(model, cfg, spec.normalization, lab.classes, alpha, max(1, len(y_train) // batch))
+    steps = max(1, len(y_train) // batch)
+    if cfg.min_steps and cfg.epochs * steps < cfg.min_steps:  # small label fractions: same optimisation budget
+        cfg = dataclasses.replace(cfg, epochs=-(-cfg.min_steps // steps))
+    module = FinetuneModule(model, cfg, spec.normalization, lab.classes, alpha, steps)
     best = ModelCheckpoint(dirpath=out / "checkpoints", filename="best", monitor=BEST, mode="max",
                            save_top_k=1, save_last=False, enable_version_counter=False)
     stop = EarlyStopping(monitor=BEST, mode="max", patience=cfg.patience, check_finite=False)

@@ -107,6 +107,7 @@ class FinetuneConfig(EngineConfig):
     dropout: float = 0.2
     patience: int = 5
     label_fraction: float = 1.0
+    min_steps: int = 0  # raise epochs so that at least this many steps run (small label fractions)
     splits: str | None = None
 
     def __post_init__(self) -> None:
@@ -118,6 +119,8 @@ class FinetuneConfig(EngineConfig):
             raise UserError("focal_gamma >= 0, 0 <= dropout < 1 and freeze_epochs >= 0 are required")
         _check_positive(self, "encoder_lr", strict=True)
         _check_positive(self, "patience")
+        if self.min_steps < 0:
+            raise UserError(f"min_steps={self.min_steps}: must be >= 0")
 
 
 @dataclass(frozen=True)

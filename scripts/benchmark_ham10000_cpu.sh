@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# The HAM10000 CPU benchmark, end to end and resumable: run it again after an
+# interruption and it continues where it stopped (finished pretraining runs and
+# finished fine-tuning runs are skipped; a half-done pretraining run resumes).
+#
+#   scripts/benchmark_ham10000_cpu.sh [OUT]      (default runs/ham10000_cpu)
+set -euo pipefail
+OUT=${1:-runs/ham10000_cpu}
+DATA=${DATA:-../shared/data/ham10000}
+UNLABELED=${UNLABELED:-../shared/data/isic_unlabeled.zip}
+SSL=${SSL:-ssl-derm}
+mkdir -p "$OUT/pretrain"
+
+pretrain() {  # name task init epochs lr
+  local dir="$OUT/pretrain/$1"
+  if [ -f "$dir/DONE" ]; then echo "pretrain $1: done"; return; fi
+  local again=--overwrite
+  [ -f "$dir/checkpoints/last.ckpt" ] && again=--resume
+  $SSL pretrain --config configs/pretrain/ham10000_cpu.yaml --task "$2" --init "$3" --epochs "$4" --lr "$5" \
+    --data "$DATA" --unlabeled "$UNLABELED" --out "$dir" $again --no-progress
+  touch "$dir/DONE"
+}
+
+pretrain rotation rotation random 5 0.001
+pretrain context_restore context_restore random 2 0.001
+# Continued from ImageNet weights: a gentler learning rate keeps what ImageNet taught.
+pretrain imagenet+rotation rotation imagenet 5 0.0003
+pretrain imagenet+context_restore context_restore imagenet 2 0.0003
+
+P="$OUT/pretrain"
+$SSL benchmark --config configs/benchmark/ham10000_cpu.yaml --data "$DATA" --out "$OUT/benchmark" --no-progress \
+  --inits "random,imagenet,$P/rotation/ssl.ckpt,$P/context_restore/ssl.ckpt,$P/imagenet+rotation/ssl.ckpt,$P/imagenet+context_restore/ssl.ckpt"
