@@ -21,7 +21,8 @@ def focal_loss(logits: torch.Tensor, target: torch.Tensor, gamma: float = 1.0,
         raise ValueError(f"target must be [B]={logits.shape[0]}, got {tuple(target.shape)}")
     if alpha is not None and alpha.shape != logits.shape[1:]:
         raise ValueError(f"alpha must be [K]={logits.shape[1]}, got {tuple(alpha.shape)}")
-    logp_t = F.log_softmax(logits.float(), dim=1).gather(1, target[:, None]).squeeze(1)
+    logits = logits if logits.dtype == torch.float64 else logits.float()  # AMP: the loss in >= fp32
+    logp_t = F.log_softmax(logits, dim=1).gather(1, target[:, None]).squeeze(1)
     loss = -logp_t if gamma == 0 else -((1 - logp_t.exp()).clamp_min(0) ** gamma) * logp_t
     if alpha is not None:
         loss = alpha.to(loss)[target] * loss

@@ -72,7 +72,7 @@ def run_finetune(cfg: FinetuneConfig, overwrite: bool = False, resume: bool = Fa
     best = ModelCheckpoint(dirpath=out / "checkpoints", filename="best", monitor=BEST, mode="max",
                            save_top_k=1, save_last=False, enable_version_counter=False)
     stop = EarlyStopping(monitor=BEST, mode="max", patience=cfg.patience, check_finite=False)
-    trainer = make_trainer(cfg, out, callbacks=[best, stop])
+    trainer = make_trainer(cfg, out, callbacks=[best, stop], steps_per_epoch=steps)
     pin = accelerator_kwargs(trainer)["pin_memory"]
     sampler = None
     if cfg.balanced_sampler:

@@ -121,7 +121,7 @@ def run_pretrain(cfg: PretrainConfig, overwrite: bool = False, resume: bool = Fa
     meta = {"encoder_name": cfg.encoder, "image_size": cfg.image_size, "normalization": spec.normalization,
             "task": cfg.task, "init_chain": chain, "config": to_dict(cfg)}
     trainer = make_trainer(cfg, out, callbacks=[PortableCheckpoint(out / "ssl.ckpt", meta)],
-                           enable_val=n_hold > 0)
+                           enable_val=n_hold > 0, steps_per_epoch=steps)
     module = module.to(memory_format=torch.channels_last)
     pin = accelerator_kwargs(trainer)["pin_memory"]
     train_loader = make_loader(BankDataset(bank, train), batch, shuffle=True, seed=cfg.seed, drop_last=True,

@@ -118,7 +118,8 @@ def quiet_lightning() -> None:
 
 
 def make_trainer(cfg, out: Path, *, callbacks: list[Callback] | None = None, max_epochs: int | None = None,
-                 checkpoint_every_n_steps: int = 200, enable_val: bool = True) -> pl.Trainer:
+                 checkpoint_every_n_steps: int = 200, enable_val: bool = True,
+                 steps_per_epoch: int | None = None) -> pl.Trainer:
     """A Trainer for ``cfg`` (an EngineConfig) writing everything under ``out``."""
     quiet_lightning()
     devices = cfg.devices if cfg.devices == "auto" else int(cfg.devices)
@@ -129,7 +130,10 @@ def make_trainer(cfg, out: Path, *, callbacks: list[Callback] | None = None, max
     ckpt = ModelCheckpoint(dirpath=out / "checkpoints", filename="step{step}", save_top_k=0,
                            save_last=True, every_n_train_steps=checkpoint_every_n_steps,
                            save_on_train_epoch_end=True)
+    # A --max-steps run shorter than an epoch still ends with a validation pass.
+    short = steps_per_epoch is not None and 0 < cfg.max_steps < steps_per_epoch
     return pl.Trainer(
+        val_check_interval=cfg.max_steps if short else None,
         default_root_dir=str(out),
         accelerator=cfg.accelerator,
         devices=devices,

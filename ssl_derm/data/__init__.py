@@ -1,6 +1,6 @@
 """Image sources, splits, the decode-once cache and device-side augmentation."""
 
-from ssl_derm.data.archives import ImageSource, open_unlabeled
+from ssl_derm.data.archives import FileList, ImageSource, open_unlabeled
 from ssl_derm.data.cache import Decoded, decode_source, default_cache_dir
 from ssl_derm.data.dataset import BankDataset, ImageBank, make_loader
 from ssl_derm.data.sources import load_labeled, sample_dir, sample_unlabeled
@@ -8,7 +8,7 @@ from ssl_derm.data.splits import class_weights, label_fraction, make_splits, rea
 from ssl_derm.data.transforms import Normalize, to_float, train_augment
 
 __all__ = [
-    "BankDataset", "Decoded", "ImageBank", "ImageSource", "Normalize", "class_weights",
+    "BankDataset", "Decoded", "FileList", "ImageBank", "ImageSource", "Normalize", "class_weights",
     "decode_source", "default_cache_dir", "label_fraction", "load_labeled", "make_loader",
     "make_splits", "open_unlabeled", "read_splits", "sample_dir", "sample_unlabeled",
     "to_float", "train_augment", "write_splits",

@@ -1,0 +1,137 @@
+"""End to end on the bundled real sample, through the command line."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+import torch
+
+from ssl_derm import __version__
+from ssl_derm.cli import main
+from ssl_derm.encoders import build_encoder
+
+TINY = ["--image-size", "64", "--batch-size", "16", "--no-progress", "--set", "log_every_n_steps=1"]
+
+
+def test_help_lists_commands_and_version(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["--help"])
+    assert e.value.code == 0
+    text = capsys.readouterr().out
+    for cmd in ("data", "pretrain", "finetune", "evaluate", "benchmark"):
+        assert cmd in text
+    with pytest.raises(SystemExit):
+        main(["--version"])
+    assert __version__ in capsys.readouterr().out
+
+
+def test_task_choices_come_from_the_registry():
+    from ssl_derm.pretext import TASKS
+
+    from ssl_derm.cli import TASK_NAMES
+
+    assert tuple(sorted(TASKS)) == TASK_NAMES
+
+
+def test_data_inspect_json_on_bundled_sample(capsys):
+    assert main(["data", "inspect", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["images"] == 316 and len(report["classes"]) == 7 and report["unreadable"] == 0
+    assert report["classes"]["nv"] == 102 and report["groups"] == 217
+
+
+def test_data_split_writes_lesion_disjoint_splits(tmp_path):
+    assert main(["data", "split", "--out", str(tmp_path / "s"), "--seed", "1"]) == 0
+    table = pd.read_csv(tmp_path / "s" / "splits.csv")
+    assert list(table.columns) == ["image", "label", "group", "split"]
+    assert table.groupby("group")["split"].nunique().max() == 1
+
+
+@pytest.fixture(scope="module")
+def pretrained(tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs") / "cr"
+    code = main(["pretrain", "--task", "context_restore", "--out", str(out), "--max-steps", "3",
+                 "--unlabeled", str(_sample_zip()), "--data", str(_sample_dir()), *TINY,
+                 "--set", "log_images_every_n_steps=2", "--set", "swaps=5"])
+    assert code == 0
+    return out
+
+
+def _sample_zip():
+    from ssl_derm.data import sample_unlabeled
+
+    return sample_unlabeled()
+
+
+def _sample_dir():
+    from ssl_derm.data import sample_dir
+
+    return sample_dir()
+
+
+def test_pretrain_writes_portable_checkpoint_and_tensorboard(pretrained):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    ckpt = torch.load(pretrained / "ssl.ckpt", weights_only=True)
+    assert ckpt["task"] == "context_restore" and ckpt["image_size"] == 64 and ckpt["global_step"] == 3
+    assert "decoder_state_dict" in ckpt and ckpt["normalization"]["mean"] == [0.5] * 3
+    enc = build_encoder(init=str(pretrained / "ssl.ckpt"))  # strict keys
+    assert torch.equal(enc.state_dict()["model.conv_stem.weight"], ckpt["encoder_state_dict"]["model.conv_stem.weight"])
+    assert (pretrained / "config.yaml").is_file() and (pretrained / "checkpoints" / "last.ckpt").is_file()
+    events = EventAccumulator(str(pretrained / "tensorboard"))
+    events.Reload()
+    tags = events.Tags()
+    assert any("train" in t and "loss" in t for t in tags["scalars"])
+    assert {"val/loss", "val/knn_balanced_accuracy", "train/images_per_s"} <= set(tags["scalars"])
+    assert any(t.startswith("lr") for t in tags["scalars"])
+    assert {"train/corrupted", "train/restored", "train/original"} <= set(tags["images"])
+    pool = pd.read_csv(pretrained / "splits.csv")
+    assert set(pool["split"]) == {"train", "val", "test"}
+
+
+def test_resume_continues_from_the_saved_step(pretrained, tmp_path):
+    import shutil
+
+    run = tmp_path / "cr"
+    shutil.copytree(pretrained, run)
+    args = ["pretrain", "--task", "context_restore", "--out", str(run), "--unlabeled", str(_sample_zip()),
+            "--data", str(_sample_dir()), *TINY, "--set", "swaps=5"]
+    assert main([*args, "--max-steps", "5"]) == 2  # non-empty folder without --resume/--overwrite
+    assert main([*args, "--max-steps", "5", "--resume"]) == 0
+    assert torch.load(run / "ssl.ckpt", weights_only=True)["global_step"] == 5
+
+
+def test_finetune_evaluate_benchmark_end_to_end(pretrained, tmp_path, capsys):
+    ft = tmp_path / "ft"
+    assert main(["finetune", "--init", str(pretrained / "ssl.ckpt"), "--out", str(ft), "--epochs", "1",
+                 "--batch-size", "16", "--no-progress"]) == 0
+    metrics = json.loads((ft / "metrics.json").read_text())
+    for key in ("accuracy", "balanced_accuracy", "macro_f1", "weighted_f1", "auc_macro", "per_class",
+                "confusion_matrix", "n_images"):
+        assert key in metrics
+    assert metrics["split"] == "test" and metrics["n_images"] == int(
+        (pd.read_csv(ft / "splits.csv")["split"] == "test").sum())
+    model = torch.load(ft / "model.ckpt", weights_only=True)
+    assert model["image_size"] == 64 and len(model["class_names"]) == 7  # image size came from ssl.ckpt
+
+    ev = tmp_path / "ev"
+    assert main(["evaluate", "--checkpoint", str(ft / "model.ckpt"), "--out", str(ev)]) == 0
+    pred = pd.read_csv(ev / "predictions.csv")
+    assert len(pred) == 316 and list(pred.columns[:3]) == ["image", "true_label", "predicted_label"]
+    assert pred.filter(like="prob_").sum(axis=1).round(4).eq(1).all()
+
+    bm = tmp_path / "bm"
+    args = ["benchmark", "--inits", f"random,{pretrained / 'ssl.ckpt'}", "--seeds", "1", "--label-fractions",
+            "0.5,1.0", "--epochs", "1", "--image-size", "64", "--batch-size", "16", "--out", str(bm), "--no-progress"]
+    assert main(args) == 0
+    results = pd.read_csv(bm / "results.csv")
+    assert list(results.columns) == ["init", "label_fraction", "seed", "accuracy", "balanced_accuracy", "macro_f1",
+                                     "weighted_f1", "auc_macro"]
+    assert sorted(set(results["init"])) == ["context_restore", "random"] and len(results) == 4
+    for name in ("results.md", "label_efficiency.png", "confusion_random.png", "confusion_context_restore.png"):
+        assert (bm / name).is_file(), name
+    capsys.readouterr()
+    assert main(args) == 0  # finished runs are skipped, not redone
+    assert capsys.readouterr().out.count("done, skipped") == 4
