@@ -88,17 +88,17 @@ class PortableCheckpoint(Callback):
     def __init__(self, path: Path, meta: dict) -> None:
         self.path, self.meta = path, meta
 
-    def write(self, trainer, module) -> None:
+    def write(self, trainer, module, epochs_completed: int) -> None:
         if trainer.is_global_zero:
             save_checkpoint(self.path, encoder_state_dict=module.task.encoder.state_dict(),
-                            global_step=trainer.global_step, epoch=trainer.current_epoch,
+                            global_step=trainer.global_step, epochs_completed=epochs_completed,
                             **module.task.extra_state(), **self.meta)
 
     def on_train_epoch_end(self, trainer, module) -> None:
-        self.write(trainer, module)
+        self.write(trainer, module, trainer.current_epoch + 1)
 
     def on_train_end(self, trainer, module) -> None:
-        self.write(trainer, module)
+        self.write(trainer, module, trainer.fit_loop.epoch_progress.current.completed)
 
 
 def run_pretrain(cfg: PretrainConfig, overwrite: bool = False, resume: bool = False) -> Path:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
-from pytorch_lightning.callbacks import Callback, LearningRateMonitor, ModelCheckpoint
+from pytorch_lightning.callbacks import Callback, LearningRateMonitor
 from pytorch_lightning.loggers import TensorBoardLogger
 from pytorch_lightning.plugins.io import TorchCheckpointIO
 
@@ -41,6 +41,21 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     def load_checkpoint(self, path, map_location=None, weights_only=None):
         # The trainer checkpoint is our own file, but still never executes code.
         return torch.load(path, map_location=map_location or "cpu", weights_only=True)
+
+
+class LastCheckpoint(Callback):
+    """Keeps ``last.ckpt`` (the trainer state for ``--resume``) fresh: after every
+    epoch and every N steps, so a kill loses at most N steps."""
+
+    def __init__(self, path: Path, every: int) -> None:
+        self.path, self.every = path, every
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if self.every > 0 and trainer.global_step % self.every == 0:
+            trainer.save_checkpoint(self.path)
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        trainer.save_checkpoint(self.path)
 
 
 class Throughput(Callback):
@@ -127,9 +142,6 @@ def make_trainer(cfg, out: Path, *, callbacks: list[Callback] | None = None, max
     strategy = cfg.strategy if cfg.strategy != "auto" or not multi else "ddp"
     if cfg.precision != "32-true" and not torch.cuda.is_available() and cfg.precision.startswith("16"):
         raise UserError(f"--precision {cfg.precision} needs a GPU; use 32-true or bf16-mixed on a CPU")
-    ckpt = ModelCheckpoint(dirpath=out / "checkpoints", filename="step{step}", save_top_k=0,
-                           save_last=True, every_n_train_steps=checkpoint_every_n_steps,
-                           save_on_train_epoch_end=True)
     # A --max-steps run shorter than an epoch still ends with a validation pass.
     short = steps_per_epoch is not None and 0 < cfg.max_steps < steps_per_epoch
     return pl.Trainer(
@@ -143,7 +155,8 @@ def make_trainer(cfg, out: Path, *, callbacks: list[Callback] | None = None, max
         max_epochs=max_epochs if max_epochs is not None else cfg.epochs,
         max_steps=cfg.max_steps,
         logger=TensorBoardLogger(save_dir=str(out), name="tensorboard", version="", default_hp_metric=False),
-        callbacks=[ckpt, LearningRateMonitor(logging_interval="step"), Throughput(), *(callbacks or [])],
+        callbacks=[LastCheckpoint(out / "checkpoints" / "last.ckpt", checkpoint_every_n_steps),
+                   LearningRateMonitor(logging_interval="step"), Throughput(), *(callbacks or [])],
         plugins=[AtomicCheckpointIO()],
         log_every_n_steps=cfg.log_every_n_steps,
         enable_progress_bar=cfg.progress,

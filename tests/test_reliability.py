@@ -1,0 +1,191 @@
+"""Bad input, faults and safety, from the command line, on real files."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from ssl_derm.cli import main
+from ssl_derm.data import sample_dir
+from tests.conftest import write_messy_folder
+
+TINY = ["--image-size", "64", "--batch-size", "16", "--no-progress"]
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _one_line_error(capsys, code, expected: str):
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert "Traceback" not in err and expected in err, err
+    assert len(err.strip().splitlines()) == 1, err
+
+
+def test_messy_archive_is_skipped_listed_and_summarised(tmp_path, jpeg_bytes, capsys):
+    messy = write_messy_folder(tmp_path / "messy", jpeg_bytes)
+    out = tmp_path / "run"
+    assert main(["pretrain", "--task", "rotation", "--unlabeled", str(messy), "--out", str(out),
+                 "--max-steps", "1", *TINY]) == 0
+    assert "skipped 3 of 8 files" in capsys.readouterr().out
+    listed = (out / "skipped.txt").read_text().splitlines()
+    assert sorted(line.split("\t")[0].split("/")[-1] for line in listed) == ["empty.jpg", "notes.bin", "truncated.jpg"]
+    assert (out / "ssl.ckpt").is_file()
+
+    strict = tmp_path / "strict"
+    code = main(["pretrain", "--task", "rotation", "--unlabeled", str(messy), "--out", str(strict),
+                 "--max-steps", "1", "--strict", *TINY])
+    _one_line_error(capsys, code, "--strict: 3 unreadable file(s)")
+    assert not (strict / "ssl.ckpt").exists()
+
+
+def _csv(tmp_path: Path, rows: pd.DataFrame, name="labels.csv") -> Path:
+    path = tmp_path / name
+    rows.to_csv(path, index=False)
+    return path
+
+
+def test_bad_labelled_sources_exit_2_before_training(tmp_path, sample_table, capsys):
+    rows = sample_table.copy()
+    no_label = _csv(tmp_path, rows.drop(columns=["label"]), "a.csv")
+    _one_line_error(capsys, main(["finetune", "--init", "random", "--data", str(no_label), "--out",
+                                  str(tmp_path / "r1"), *TINY]), "missing column(s) label")
+    ghost = rows.copy()
+    ghost.loc[0, "image"] = str(tmp_path / "ISIC_missing.jpg")
+    _one_line_error(capsys, main(["finetune", "--init", "random", "--data", str(_csv(tmp_path, ghost, "b.csv")),
+                                  "--out", str(tmp_path / "r2"), *TINY]), "ISIC_missing.jpg")
+    empty = _csv(tmp_path, rows.head(0), "c.csv")
+    _one_line_error(capsys, main(["finetune", "--init", "random", "--data", str(empty), "--out",
+                                  str(tmp_path / "r3"), *TINY]), "holds no images")
+    # a class that only occurs outside the training split
+    split = rows.copy()
+    split["split"] = "train"
+    split.loc[split["label"] == "df", "split"] = "val"
+    first_groups = split[split["label"] == "nv"]["group"].unique()[:5]
+    split.loc[split["group"].isin(first_groups), "split"] = "test"
+    _one_line_error(capsys, main(["finetune", "--init", "random", "--data", str(_csv(tmp_path, split, "d.csv")),
+                                  "--out", str(tmp_path / "r4"), *TINY]), "have no training images")
+    assert not any((tmp_path / f"r{i}" / "model.ckpt").exists() for i in range(1, 5))
+
+
+def test_bad_flags_name_the_valid_range(tmp_path, capsys):
+    _one_line_error(capsys, main(["finetune", "--label-fraction", "1.5", "--out", str(tmp_path / "a")]),
+                    "label_fraction=1.5: must be in (0, 1]")
+    _one_line_error(capsys, main(["pretrain", "--set", "nonsense=1", "--out", str(tmp_path / "b")]),
+                    "unknown setting 'nonsense'")
+    _one_line_error(capsys, main(["pretrain", "--image-size", "-64", "--out", str(tmp_path / "c")]),
+                    "multiple of 32")
+
+
+class _Evil:
+    target = ""
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.target}",))
+
+
+def test_hostile_and_broken_checkpoints_are_refused(tmp_path, capsys):
+    _Evil.target = str(tmp_path / "pwned")
+    evil = tmp_path / "evil.ckpt"
+    torch.save({"format": "ssl-derm", "x": _Evil()}, evil)
+    _one_line_error(capsys, main(["finetune", "--init", str(evil), "--out", str(tmp_path / "a")]), "refused")
+    assert not (tmp_path / "pwned").exists()
+    with open(tmp_path / "plain.pkl", "wb") as f:
+        pickle.dump({"format": "ssl-derm"}, f)
+    _one_line_error(capsys, main(["finetune", "--init", str(tmp_path / "plain.pkl"), "--out", str(tmp_path / "b")]),
+                    str(tmp_path / "plain.pkl"))
+    _one_line_error(capsys, main(["evaluate", "--checkpoint", str(tmp_path / "missing.ckpt")]), "not found")
+
+
+def test_evaluate_refuses_labels_outside_the_model(tmp_path, sample_table, capsys):
+    from ssl_derm.finetune.classifier import Classifier
+
+    from ssl_derm.checkpoint import save_checkpoint
+    from ssl_derm.encoders import build_encoder, encoder_spec
+
+    model = Classifier(build_encoder("resnet18"), 2)
+    ckpt = save_checkpoint(tmp_path / "model.ckpt", encoder_name="resnet18",
+                           encoder_state_dict=model.encoder.state_dict(), image_size=64,
+                           normalization=encoder_spec("resnet18").normalization, task="classifier",
+                           config={}, head_state_dict=model.head.state_dict(), class_names=["mel", "nv"])
+    _one_line_error(capsys, main(["evaluate", "--checkpoint", str(ckpt), "--out", str(tmp_path / "ev")]),
+                    "are not among the model's classes")
+
+
+def test_non_empty_out_is_never_overwritten_silently(tmp_path, capsys):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "precious.txt").write_text("keep me")
+    _one_line_error(capsys, main(["data", "split", "--out", str(out)]), "pass --overwrite")
+    assert (out / "precious.txt").read_text() == "keep me"
+    assert main(["data", "split", "--out", str(out), "--overwrite"]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["splits.csv"]
+
+
+def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch, capsys):
+    from ssl_derm.pretext.rotation import RotationTask
+
+    real = RotationTask.forward
+    calls = {"n": 0}
+
+    def poisoned(self, x, generator=None):
+        out = real(self, x, generator)
+        calls["n"] += 1
+        if self.training and calls["n"] > 20:  # well into the second epoch
+            out["loss"] = out["loss"] * float("nan")
+        return out
+
+    monkeypatch.setattr(RotationTask, "forward", poisoned)
+    out = tmp_path / "run"
+    code = main(["pretrain", "--task", "rotation", "--out", str(out), "--epochs", "3", *TINY])
+    err = capsys.readouterr().err
+    assert code == 1 and "non-finite training loss" in err and "Traceback" not in err
+    ckpt = torch.load(out / "ssl.ckpt", weights_only=True)
+    assert ckpt["epochs_completed"] == 1 and all(torch.isfinite(v).all() for v in ckpt["encoder_state_dict"].values()
+                                      if v.is_floating_point())
+
+
+def _cli(*args: str) -> list[str]:
+    return [sys.executable, "-m", "ssl_derm", *args]
+
+
+def test_kill_minus_9_then_resume_finishes(tmp_path):
+    out = tmp_path / "run"
+    args = ["pretrain", "--task", "rotation", "--out", str(out), "--epochs", "3", *TINY]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(_cli(*args), cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    last = out / "checkpoints" / "last.ckpt"
+    deadline = time.time() + 300
+    while not last.exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    assert last.exists(), "no trainer checkpoint appeared"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    killed = torch.load(out / "ssl.ckpt", weights_only=True)  # a whole file, never half-written
+    assert killed["epochs_completed"] in (1, 2)
+    assert not list(out.rglob(".*.tmp"))
+    done = subprocess.run(_cli(*args, "--resume"), cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    final = torch.load(out / "ssl.ckpt", weights_only=True)
+    assert final["epochs_completed"] == 3 and final["global_step"] > killed["global_step"]
+
+
+def test_two_process_ddp_on_cpu(tmp_path):
+    out = tmp_path / "ddp"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    done = subprocess.run(_cli("pretrain", "--task", "rotation", "--accelerator", "cpu", "--devices", "2",
+                               "--max-steps", "2", "--out", str(out), "--data", str(sample_dir()), *TINY),
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    ckpt = torch.load(out / "ssl.ckpt", weights_only=True)
+    assert ckpt["global_step"] == 2
+    assert shutil.which("true")  # the folder was shared by both ranks: one run folder only
+    assert not [p for p in tmp_path.iterdir() if p.name != "ddp"]
