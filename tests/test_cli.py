@@ -135,3 +135,12 @@ def test_finetune_evaluate_benchmark_end_to_end(pretrained, tmp_path, capsys):
     capsys.readouterr()
     assert main(args) == 0  # finished runs are skipped, not redone
     assert capsys.readouterr().out.count("done, skipped") == 4
+
+
+def test_ci_runs_the_readme_test_command():
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    second = [ln for ln in (root / "README.md").read_text().splitlines() if "pytest" in ln][0]
+    command = second.split("#")[0].strip()
+    assert command in (root / ".ci" / "run").read_text()

@@ -1,0 +1,205 @@
+"""``ssl-derm bench-speed``: images/s of every stage against a plain PyTorch loop.
+
+Each stage runs the real ssl-derm path (Lightning engine, logging, decoded
+cache, device augmentation) and a minimal hand-written loop over the same
+model, batch size and image size on pre-decoded tensors; ``ratio`` is
+ssl-derm / plain.  The loader's baseline is PIL decode + resize per image.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from pytorch_lightning.callbacks import Callback
+
+from ssl_derm.config import FinetuneConfig, PretrainConfig
+from ssl_derm.data import BankDataset, Normalize, make_loader, to_float
+from ssl_derm.data.labeled import prepare_labeled
+from ssl_derm.encoders import build_encoder, encoder_spec
+from ssl_derm.engine import make_trainer, run_dir
+
+
+class _Timer(Callback):
+    """Wall time of the training steps after ``warmup`` steps."""
+
+    def __init__(self, warmup: int) -> None:
+        self.warmup, self.start, self.end, self.images = warmup, None, None, 0
+
+    def on_train_batch_start(self, trainer, module, batch, batch_idx) -> None:
+        if trainer.global_step == self.warmup and self.start is None:
+            self.start = time.perf_counter()
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
+        if self.start is not None:
+            images = batch[0] if isinstance(batch, (tuple, list)) else batch
+            self.images += images.shape[0]
+            self.end = time.perf_counter()
+
+
+def _plain_loop(model_step, params, x: torch.Tensor, y: torch.Tensor | None, steps: int, warmup: int) -> float:
+    opt = torch.optim.AdamW(params, lr=1e-4)
+    t0 = 0.0
+    for i in range(warmup + steps):
+        if i == warmup:
+            t0 = time.perf_counter()
+        loss = model_step(x, y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    return steps * x.shape[0] / (time.perf_counter() - t0)
+
+
+def _entry(ours: float, plain: float, **extra) -> dict:
+    return {"images_per_s": round(ours, 2), "plain_loop_images_per_s": round(plain, 2),
+            "ratio": round(ours / plain, 3), **extra}
+
+
+def _bench_training(kind: str, lab, size: int, batch: int, steps: int, warmup: int, out: Path) -> dict:
+    from ssl_derm.finetune.classifier import Classifier, FinetuneModule
+    from ssl_derm.pretext import build_task
+    from ssl_derm.pretext.module import PretextModule
+
+    spec = encoder_spec("efficientnet-lite0")
+    common = dict(encoder="efficientnet-lite0", image_size=size, batch_size=batch, max_steps=warmup + steps,
+                  progress=False, log_every_n_steps=10)
+    idx = lab.indices("all")
+    need = batch * (warmup + steps + 1)
+    idx = np.resize(idx, max(len(idx), need))  # repeat the sample so one epoch covers every timed step
+    labels = lab.targets("all")[np.resize(np.arange(len(lab.indices("all"))), len(idx))]
+    torch.manual_seed(0)
+    if kind == "finetune":
+        cfg = FinetuneConfig(**common, init="random")
+        model = Classifier(build_encoder(), len(lab.classes)).to(memory_format=torch.channels_last)
+        module = FinetuneModule(model, cfg, spec.normalization, lab.classes, None, len(idx) // batch)
+        dataset = BankDataset(lab.bank, idx, labels)
+    else:
+        cfg = PretrainConfig(**common, task=kind, log_images_every_n_steps=10_000)
+        task = build_task(kind, build_encoder(), cfg)
+        model = task
+        module = PretextModule(task, cfg, spec.normalization, len(idx) // batch).to(memory_format=torch.channels_last)
+        dataset = BankDataset(lab.bank, idx)
+    timer = _Timer(warmup)
+    trainer = make_trainer(cfg, out / kind, callbacks=[timer], enable_val=False)
+    trainer.fit(module, make_loader(dataset, batch, shuffle=True, seed=0, drop_last=True))
+    ours = timer.images / (timer.end - timer.start)
+
+    x = Normalize(spec.mean, spec.std)(to_float(lab.bank.gather(idx[:batch])))
+    x = x.contiguous(memory_format=torch.channels_last)
+    gen = torch.Generator().manual_seed(0)
+    model.train()
+    if kind == "finetune":
+        y = torch.as_tensor(labels[:batch])
+        step = lambda x, y: torch.nn.functional.cross_entropy(model(x), y)
+    else:
+        y = None
+        step = lambda x, y: model(x, generator=gen)["loss"]
+    plain = _plain_loop(step, model.parameters(), x, y, steps, warmup)
+    extra = {}
+    if kind != "finetune":  # what the corruption / rotation itself costs per step
+        reps = 5
+        t0 = time.perf_counter()
+        for _ in range(reps):
+            model.apply(x, model.draw(x, gen))
+        per_batch = (time.perf_counter() - t0) / reps
+        extra["corruption_share_of_step"] = round(per_batch / (batch / plain), 4)
+    return _entry(ours, plain, **extra)
+
+
+def _bench_loader(lab, size: int, epochs: int, batch: int) -> dict:
+    paths = list(lab.table["image"])
+    t0 = time.perf_counter()
+    for _ in range(epochs):  # the baseline: decode and resize every image, every epoch
+        for p in paths:
+            with Image.open(p) as im:
+                arr = np.asarray(im.convert("RGB").resize((size, size), Image.BILINEAR))
+            torch.from_numpy(arr).permute(2, 0, 1)
+    plain = epochs * len(paths) / (time.perf_counter() - t0)
+    loader = make_loader(BankDataset(lab.bank, lab.indices("all"), lab.targets("all")), batch, True, 0)
+    t0 = time.perf_counter()
+    n = 0
+    for _ in range(epochs):
+        for images, _labels in loader:
+            n += len(images)
+    return _entry(n / (time.perf_counter() - t0), plain, note="cached uint8 loader after the first epoch "
+                  "vs PIL decode + resize per image per epoch")
+
+
+def _archive_rss(members: int, jpegs: list[bytes], work: Path) -> int:
+    """Peak RSS (bytes) of a fresh process that streams a ``members``-image zip into the cache."""
+    archive = work / f"archive_{members}.zip"
+    with zipfile.ZipFile(archive, "w", zipfile.ZIP_STORED) as zf:
+        for i in range(members):
+            zf.writestr(f"img/{i:06d}.jpg", jpegs[i % len(jpegs)])
+    code = ("import resource,sys; from ssl_derm.data import open_unlabeled, decode_source; "
+            f"d = decode_source(open_unlabeled({str(archive)!r}), 64, {str(work / 'cache')!r}, progress=False); "
+            "assert d.ok.sum() == len(d.names); "
+            "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    archive.unlink()
+    return int(done.stdout.strip().splitlines()[-1]) * 1024
+
+
+def run_bench_speed(out: str | None, quick: bool, data: str | None, overwrite: bool = False) -> dict:
+    folder = run_dir(out, "bench-speed", overwrite)
+    size, batch, steps, warmup = (64, 16, 3, 1) if quick else (128, 32, 10, 2)
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        lab = prepare_labeled(data, size, cache_dir=tmp / "cache", progress=False)
+        result: dict = {"machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
+                                    "torch_threads": torch.get_num_threads(),
+                                    "device": "cuda" if torch.cuda.is_available() else "cpu"},
+                        "settings": {"image_size": size, "batch_size": batch, "timed_steps": steps,
+                                     "encoder": "efficientnet-lite0", "quick": quick}}
+        result["loader"] = _bench_loader(lab, size, 2 if quick else 3, batch)
+        for kind in ("context_restore", "rotation", "finetune"):
+            print(f"timing {kind} ...", flush=True)
+            key = "finetune" if kind == "finetune" else f"pretrain_{kind}"
+            result[key] = _bench_training(kind, lab, size, batch, steps, warmup, tmp)
+        result["inference"] = _bench_inference(lab, batch * 4)
+        with zipfile.ZipFile(Path(__file__).parent / "sample_data" / "isic_unlabeled_sample.zip") as zf:
+            jpegs = [zf.read(n) for n in zf.namelist() if n.endswith(".jpg")]
+        sizes = (1_000, 4_000) if quick else (5_000, 50_000)
+        rss = {str(n): _archive_rss(n, jpegs, tmp) for n in sizes}
+        result["archive_streaming_peak_rss_mb"] = {k: round(v / 2**20, 1) for k, v in rss.items()}
+    (folder / "speed.json").write_text(json.dumps(result, indent=2))
+    for key in ("loader", "pretrain_context_restore", "pretrain_rotation", "finetune", "inference"):
+        r = result[key]
+        print(f"{key:26s} {r['images_per_s']:9.1f} img/s   plain {r['plain_loop_images_per_s']:9.1f}   "
+              f"ratio {r['ratio']:.2f}")
+    print(f"peak RSS streaming archives: {result['archive_streaming_peak_rss_mb']} MB")
+    print(f"wrote {folder / 'speed.json'}")
+    return result
+
+
+@torch.no_grad()
+def _bench_inference(lab, batch: int) -> dict:
+    from ssl_derm.finetune.classifier import Classifier, predict_proba
+
+    spec = encoder_spec("efficientnet-lite0")
+    model = Classifier(build_encoder(), len(lab.classes)).eval()
+    images = lab.bank.gather(lab.indices("all"))
+    norm = Normalize(spec.mean, spec.std)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    predict_proba(model, images[:batch], norm, device, batch)
+    t0 = time.perf_counter()
+    predict_proba(model, images, norm, device, batch)
+    ours = len(images) / (time.perf_counter() - t0)
+    x = norm.to(device)(to_float(images.to(device))).contiguous(memory_format=torch.channels_last)
+    t0 = time.perf_counter()
+    for i in range(0, len(x), batch):
+        model(x[i:i + batch]).softmax(1)
+    return _entry(ours, len(x) / (time.perf_counter() - t0))
+
+
+__all__ = ["run_bench_speed"]
