@@ -41,6 +41,17 @@ def write_skipped(out: Path, skipped: list[tuple[str, str]], total: int) -> None
           f"(full list: {out / 'skipped.txt'})")
 
 
+def balanced_bank(idx: np.ndarray, labels: np.ndarray, size: int, seed: int) -> np.ndarray:
+    """At most ``size // K`` images per class for the kNN bank: with HAM10000's two
+    thirds of nevi, an unbalanced bank votes "nv" for nearly everything and the
+    monitor's balanced accuracy would sit at chance whatever the features."""
+    rng = np.random.default_rng(seed)
+    classes = np.unique(labels[idx])
+    per = max(1, size // len(classes))
+    keep = [rng.permutation(idx[labels[idx] == c])[:per] for c in classes]
+    return np.sort(np.concatenate(keep))
+
+
 def build_pool(cfg: PretrainConfig, out: Path):
     """The pool (train split of --data plus every --unlabeled archive) and kNN data."""
     parts, pool, knn = [], [], None
@@ -54,12 +65,9 @@ def build_pool(cfg: PretrainConfig, out: Path):
         pool.append(lab.indices("train"))
         total += len(lab.bank)
         if len(lab.indices("val")):
-            rng = np.random.default_rng(cfg.seed)
-            bank_idx = lab.indices("train")
-            if len(bank_idx) > cfg.knn_max_bank:
-                bank_idx = np.sort(rng.choice(bank_idx, cfg.knn_max_bank, replace=False))
             lookup = {c: i for i, c in enumerate(lab.classes)}
             labels = lab.table["label"].map(lookup).to_numpy()
+            bank_idx = balanced_bank(lab.indices("train"), labels, cfg.knn_max_bank, cfg.seed)
             knn = {"bank": lab.bank.gather(bank_idx), "bank_labels": torch.as_tensor(labels[bank_idx]),
                    "query": lab.bank.gather(lab.indices("val")),
                    "query_labels": torch.as_tensor(labels[lab.indices("val")]), "classes": lab.classes}
