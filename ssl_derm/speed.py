@@ -141,10 +141,11 @@ def _archive_rss(members: int, jpegs: list[bytes], work: Path) -> int:
     with zipfile.ZipFile(archive, "w", zipfile.ZIP_STORED) as zf:
         for i in range(members):
             zf.writestr(f"img/{i:06d}.jpg", jpegs[i % len(jpegs)])
-    code = ("import resource,sys; from ssl_derm.data import open_unlabeled, decode_source; "
+    # VmHWM, not ru_maxrss: Linux carries ru_maxrss over from the forking parent across exec.
+    code = ("from ssl_derm.data import open_unlabeled, decode_source; "
             f"d = decode_source(open_unlabeled({str(archive)!r}), 64, {str(work / 'cache')!r}, progress=False); "
             "assert d.ok.sum() == len(d.names); "
-            "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)")
+            "print(next(int(l.split()[1]) for l in open('/proc/self/status') if l.startswith('VmHWM')))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     archive.unlink()
     return int(done.stdout.strip().splitlines()[-1]) * 1024

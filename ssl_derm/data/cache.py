@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import itertools
 import json
 import os
 import warnings
@@ -82,38 +83,36 @@ def decode_source(
             return Decoded(source.label, source.names, pixels, np.array(info["ok"], bool), skipped)
     cache.mkdir(parents=True, exist_ok=True)
     tmp = cache / f"{key}.{os.getpid()}.tmp.npy"
-    # Written chunk by chunk into a file-backed array: memory stays bounded
-    # however large the archive is.
-    pixels = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(source), 3, size, size))
+    shape = (len(source), 3, size, size)
     ok = np.zeros(len(source), bool)
     skipped: list[tuple[str, str]] = []
+    blank = np.zeros(shape[1:], np.uint8)
     bar = tqdm(total=len(source), desc=f"decoding {Path(source.label).name} @{size}px",
                unit="img", disable=not progress, leave=False)
-    with ThreadPoolExecutor(max_workers=threads or min(8, os.cpu_count() or 1)) as pool:
+    # Appended chunk by chunk with plain writes (not through a memory map, whose written
+    # pages would stay resident): memory stays flat however large the archive is.
+    with open(tmp, "wb") as f, ThreadPoolExecutor(max_workers=threads or min(8, os.cpu_count() or 1)) as pool:
+        np.lib.format.write_array_header_1_0(f, {"descr": "|u1", "fortran_order": False, "shape": shape})
         i = 0
-        chunk: list[tuple[str, bytes | None]] = []
         stream = source.iter_bytes()
         while True:
-            chunk.clear()
-            for item in stream:
-                chunk.append(item)
-                if len(chunk) == _CHUNK:
-                    break
+            chunk = list(itertools.islice(stream, _CHUNK))
             if not chunk:
                 break
             for (name, _), out in zip(chunk, pool.map(lambda it: _decode_or_reason(it, size), chunk)):
                 if isinstance(out, str):
                     skipped.append((name, out))
+                    out = blank
                 else:
-                    pixels[i] = out
                     ok[i] = True
+                f.write(np.ascontiguousarray(out).tobytes())
                 i += 1
             bar.update(len(chunk))
+        if i != len(source):  # a truncated archive ended early: the rest is unreadable
+            skipped += [(n, "archive ended early") for n in source.names[i:]]
+            for _ in range(len(source) - i):
+                f.write(blank.tobytes())
     bar.close()
-    if i != len(source):  # a truncated archive ended early: the rest is unreadable
-        skipped += [(n, "archive ended early") for n in source.names[i:]]
-    pixels.flush()
-    del pixels
     os.replace(tmp, npy)
     meta_tmp = meta.with_suffix(f".{os.getpid()}.tmp")
     meta_tmp.write_text(json.dumps({"ok": ok.tolist(), "skipped": skipped, "label": source.label}))

@@ -23,7 +23,7 @@ class Normalize(nn.Module):
 
 
 def train_augment(size: int, rotate: bool = True, colour: bool = True) -> nn.Module:
-    """Flips, random 90-degree-free rotation, colour jitter and random resized crop.
+    """Random resized crop, flips, random rotation and colour jitter, batched on the device.
 
     ``rotate=False`` for the rotation pretext task, whose labels are rotations.
     """
@@ -35,5 +35,7 @@ def train_augment(size: int, rotate: bool = True, colour: bool = True) -> nn.Mod
     if rotate:
         ops.append(K.RandomRotation(degrees=180.0, p=0.5))
     if colour:
-        ops.append(K.ColorJitter(0.2, 0.2, 0.15, 0.02, p=0.8))
+        # No hue jitter: hue carries diagnosis in dermoscopy (blue-white veil, vascular red), and
+        # kornia's RGB->HSV round trip cost 50 of 89 ms per 32-image batch at 128 px on a CPU.
+        ops.append(K.ColorJitter(brightness=0.2, contrast=0.2, saturation=0.15, hue=0.0, p=0.8))
     return K.AugmentationSequential(*ops)
