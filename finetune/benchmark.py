@@ -12,14 +12,16 @@ import re
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 from ssl_derm.finetune.report import METRICS, label_efficiency_plot, results_markdown, save_confusion
-from ssl_derm.finetune.train import resolve, run_finetune
+from ssl_derm.finetune.train import run_finetune
 
 from ssl_derm.checkpoint import init_name
 from ssl_derm.config import BenchmarkConfig, FinetuneConfig, save_yaml
 from ssl_derm.data.labeled import prepare_labeled
 from ssl_derm.data.splits import write_splits
+from ssl_derm.encoders import resolve_encoder_settings
 from ssl_derm.engine import run_dir
 
 COLUMNS = ["init", "label_fraction", "seed", *METRICS]
@@ -39,45 +41,57 @@ def _slug(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.+-]", "_", name)
 
 
+def write_reports(rows: list[dict], out: Path, names: list[str]) -> pd.DataFrame:
+    """results.csv, results.md, label_efficiency.png and confusion matrices from the runs so far."""
+    results = pd.DataFrame(rows)[COLUMNS]
+    results.to_csv(out / "results.csv", index=False)
+    (out / "results.md").write_text("# Benchmark: test split, balanced accuracy = mean recall\n\n"
+                                    + results_markdown(results))
+    label_efficiency_plot(results, out / "label_efficiency.png")
+    for name in names:
+        mine = [r for r in rows if r["init"] == name]
+        if not mine:
+            continue
+        top = max(r["label_fraction"] for r in mine)
+        cms = [r["confusion_matrix"] for r in mine if r["label_fraction"] == top]
+        total = {"labels": cms[0]["labels"], "matrix": np.sum([np.array(c["matrix"]) for c in cms], axis=0)}
+        save_confusion(total, out / f"confusion_{_slug(name)}.png",
+                       f"{name}, label fraction {top:g}, summed over {len(cms)} seed(s)")
+    return results
+
+
 def run_benchmark(cfg: BenchmarkConfig, overwrite: bool = False, resume: bool = False) -> pd.DataFrame:
+    """``resume`` is accepted for symmetry: a benchmark always continues where it stopped."""
     names = init_names(cfg.inits)
-    out = run_dir(cfg.out, "benchmark", overwrite, resume=True)  # re-running continues by design
+    out = run_dir(cfg.out, "benchmark", overwrite, resume=True)
     save_yaml(cfg, out / "config.yaml")
     base = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(FinetuneConfig)}
-    first = resolve(FinetuneConfig(**{**base, "init": cfg.inits[0]}))
-    lab = prepare_labeled(cfg.data, first.image_size, fractions=cfg.split_fractions, seed=cfg.seed,
-                          splits=cfg.splits, cache_dir=cfg.cache_dir, progress=cfg.progress)
-    splits = write_splits(lab.table, out)
+    first = resolve_encoder_settings(FinetuneConfig(**{**base, "init": cfg.inits[0]}))
+    labs = {first.image_size: prepare_labeled(cfg.data, first.image_size, fractions=cfg.split_fractions,
+                                              seed=cfg.seed, splits=cfg.splits, cache_dir=cfg.cache_dir,
+                                              progress=cfg.progress)}
+    splits = write_splits(labs[first.image_size].table, out)
     rows, started = [], time.time()
     # Seed-major order: after each seed the table already compares every init and fraction.
     jobs = [(n, i, f, s) for s in range(cfg.seeds) for f in cfg.label_fractions for n, i in zip(names, cfg.inits)]
     for k, (name, init, frac, s) in enumerate(jobs, 1):
         run = out / "runs" / _slug(name) / f"fraction{frac:g}" / f"seed{s}"
         done = run / "metrics.json"
-        if not done.is_file():
-            print(f"[{k}/{len(jobs)}] {name}, label fraction {frac:g}, seed {s}")
-            run_cfg = resolve(FinetuneConfig(**{**base, "init": init, "label_fraction": frac, "seed": cfg.seed + s,
-                                                "out": str(run), "splits": str(splits)}))
-            if run_cfg.image_size != first.image_size:
-                lab = prepare_labeled(None, run_cfg.image_size, splits=splits, cache_dir=cfg.cache_dir)
-            run_finetune(run_cfg, overwrite=True, lab=lab)
-        else:
+        if done.is_file():
             print(f"[{k}/{len(jobs)}] {name}, label fraction {frac:g}, seed {s}: done, skipped")
+        else:
+            print(f"[{k}/{len(jobs)}] {name}, label fraction {frac:g}, seed {s}")
+            settings = {**base, "init": init, "label_fraction": frac, "seed": cfg.seed + s, "out": str(run),
+                        "splits": str(splits)}
+            run_cfg = resolve_encoder_settings(FinetuneConfig(**settings))
+            if run_cfg.image_size not in labs:  # an init checkpoint at another size: same splits, other pixels
+                labs[run_cfg.image_size] = prepare_labeled(None, run_cfg.image_size, splits=splits,
+                                                           cache_dir=cfg.cache_dir, progress=cfg.progress)
+            run_finetune(run_cfg, overwrite=True, lab=labs[run_cfg.image_size])
         m = json.loads(done.read_text())
         rows.append({"init": name, "label_fraction": frac, "seed": s, **{c: m[c] for c in METRICS},
                      "confusion_matrix": m["confusion_matrix"]})
-    results = pd.DataFrame(rows)
-    results[COLUMNS].to_csv(out / "results.csv", index=False)
-    (out / "results.md").write_text(f"# Benchmark: balanced accuracy is mean recall (test split)\n\n"
-                                    f"{results_markdown(results[COLUMNS])}")
-    label_efficiency_plot(results[COLUMNS], out / "label_efficiency.png")
-    top = max(cfg.label_fractions)
-    for name in names:
-        cms = [r["confusion_matrix"] for r in rows if r["init"] == name and r["label_fraction"] == top]
-        total = {"labels": cms[0]["labels"],
-                 "matrix": pd.DataFrame([pd.DataFrame(c["matrix"]).stack() for c in cms]).sum().unstack().values}
-        save_confusion(total, out / f"confusion_{_slug(name)}.png",
-                       f"{name}, label fraction {top:g}, summed over {len(cms)} seed(s)")
-    print(results_markdown(results[COLUMNS]))
+        results = write_reports(rows, out, names)  # after every run: an interrupted benchmark still reports
+    print(results_markdown(results))
     print(f"wrote {out / 'results.csv'}, results.md, label_efficiency.png ({time.time() - started:.0f} s)")
-    return results[COLUMNS]
+    return results

@@ -15,26 +15,15 @@ from ssl_derm.finetune.metrics import classification_metrics
 from ssl_derm.finetune.report import log_confusion
 from torch.utils.data import WeightedRandomSampler
 
-from ssl_derm.checkpoint import init_name, load_checkpoint, save_checkpoint
+from ssl_derm.checkpoint import init_name, save_checkpoint
 from ssl_derm.config import FinetuneConfig, save_yaml, to_dict
 from ssl_derm.data import BankDataset, Normalize, class_weights, label_fraction, make_loader, write_splits
 from ssl_derm.data.labeled import LabeledData, prepare_labeled
-from ssl_derm.encoders import DEFAULT_ENCODER, build_encoder, encoder_spec
+from ssl_derm.encoders import build_encoder, encoder_spec, resolve_encoder_settings
 from ssl_derm.engine import accelerator_kwargs, make_trainer, resume_path, run_dir
 from ssl_derm.errors import UserError
 
 BEST = "val/balanced_accuracy"
-
-
-def resolve(cfg: FinetuneConfig) -> FinetuneConfig:
-    """Encoder and image size default to the init checkpoint's, else lite0 at 128 px."""
-    encoder, size = cfg.encoder, cfg.image_size
-    if cfg.init not in ("random", "imagenet"):
-        ckpt = load_checkpoint(cfg.init, expect_encoder=cfg.encoder)
-        encoder, size = encoder or ckpt["encoder_name"], size or ckpt["image_size"]
-    encoder = encoder or DEFAULT_ENCODER
-    encoder_spec(encoder)
-    return dataclasses.replace(cfg, encoder=encoder, image_size=size or 128)
 
 
 def check_training_classes(lab: LabeledData) -> None:
@@ -49,7 +38,7 @@ def check_training_classes(lab: LabeledData) -> None:
 def run_finetune(cfg: FinetuneConfig, overwrite: bool = False, resume: bool = False,
                  lab: LabeledData | None = None) -> dict:
     """Fine-tune; return the test metrics (also in ``OUT/metrics.json``)."""
-    cfg = resolve(cfg)
+    cfg = resolve_encoder_settings(cfg)
     out = run_dir(cfg.out, "finetune", overwrite, resume)
     save_yaml(cfg, out / "config.yaml")
     pl.seed_everything(cfg.seed, workers=True, verbose=False)

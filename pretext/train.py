@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -12,24 +11,13 @@ from pytorch_lightning.callbacks import Callback
 from ssl_derm.pretext import build_task
 from ssl_derm.pretext.module import PretextModule
 
-from ssl_derm.checkpoint import init_name, load_checkpoint, save_checkpoint
+from ssl_derm.checkpoint import init_name, save_checkpoint
 from ssl_derm.config import PretrainConfig, save_yaml, to_dict
 from ssl_derm.data import BankDataset, ImageBank, decode_source, make_loader, open_unlabeled, write_splits
 from ssl_derm.data.labeled import prepare_labeled
-from ssl_derm.encoders import DEFAULT_ENCODER, build_encoder, encoder_spec
+from ssl_derm.encoders import build_encoder, encoder_spec, resolve_encoder_settings
 from ssl_derm.engine import accelerator_kwargs, make_trainer, resume_path, run_dir
 from ssl_derm.errors import UserError
-
-
-def resolve(cfg: PretrainConfig) -> PretrainConfig:
-    """Fill encoder and image size from an init checkpoint, else the defaults."""
-    encoder, size = cfg.encoder, cfg.image_size
-    if cfg.init not in ("random", "imagenet"):
-        ckpt = load_checkpoint(cfg.init, expect_encoder=cfg.encoder)
-        encoder, size = encoder or ckpt["encoder_name"], size or ckpt["image_size"]
-    encoder = encoder or DEFAULT_ENCODER
-    encoder_spec(encoder)
-    return dataclasses.replace(cfg, encoder=encoder, image_size=size or 128)
 
 
 def write_skipped(out: Path, skipped: list[tuple[str, str]], total: int) -> None:
@@ -110,7 +98,7 @@ class PortableCheckpoint(Callback):
 
 
 def run_pretrain(cfg: PretrainConfig, overwrite: bool = False, resume: bool = False) -> Path:
-    cfg = resolve(cfg)
+    cfg = resolve_encoder_settings(cfg)
     out = run_dir(cfg.out, "pretrain", overwrite, resume)
     save_yaml(cfg, out / "config.yaml")
     pl.seed_everything(cfg.seed, workers=True, verbose=False)

@@ -114,6 +114,22 @@ def build_encoder(name: str | None = None, init: str | Path = "random") -> nn.Mo
     return encoder
 
 
+def resolve_encoder_settings(cfg):
+    """``cfg`` with encoder and image size filled in: from the ``init`` checkpoint
+    when there is one (a different explicit encoder is an error), else lite0 at 128 px."""
+    import dataclasses
+
+    encoder, size = cfg.encoder, cfg.image_size
+    if cfg.init not in ("random", "imagenet"):
+        from ssl_derm.checkpoint import load_checkpoint
+
+        ckpt = load_checkpoint(cfg.init, expect_encoder=cfg.encoder)
+        encoder, size = encoder or ckpt["encoder_name"], size or ckpt["image_size"]
+    encoder = encoder or DEFAULT_ENCODER
+    encoder_spec(encoder)
+    return dataclasses.replace(cfg, encoder=encoder, image_size=size or 128)
+
+
 def load_strict(module: nn.Module, state: dict, what: str) -> None:
     try:
         module.load_state_dict(state, strict=True)
