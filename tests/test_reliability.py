@@ -189,3 +189,13 @@ def test_two_process_ddp_on_cpu(tmp_path):
     assert ckpt["global_step"] == 2
     assert shutil.which("true")  # the folder was shared by both ranks: one run folder only
     assert not [p for p in tmp_path.iterdir() if p.name != "ddp"]
+
+
+def test_finetune_resume_continues_and_keeps_the_best_epoch(tmp_path):
+    out = tmp_path / "ft"
+    args = ["finetune", "--init", "random", "--out", str(out), *TINY]
+    assert main([*args, "--epochs", "1"]) == 0
+    first = torch.load(out / "checkpoints" / "last.ckpt", weights_only=True)["global_step"]
+    assert main([*args, "--epochs", "2", "--resume"]) == 0
+    assert torch.load(out / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 2 * first
+    assert (out / "model.ckpt").is_file() and (out / "metrics.json").is_file()
