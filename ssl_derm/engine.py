@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
-from pytorch_lightning.callbacks import Callback, LearningRateMonitor
+from pytorch_lightning.callbacks import Callback, LearningRateMonitor, ModelCheckpoint
 from pytorch_lightning.loggers import TensorBoardLogger
 from pytorch_lightning.plugins.io import TorchCheckpointIO
 
@@ -94,6 +94,9 @@ def run_dir(out: str | None, command: str, overwrite: bool = False, resume: bool
     if overwrite and path.is_dir() and not resume:
         _clear(path)
     path.mkdir(parents=True, exist_ok=True)
+    if resume:  # a kill during a save leaves its temporary file; the renamed target is always whole
+        for stale in path.rglob(".*.tmp"):
+            stale.unlink()
     os.environ[RUN_DIR_ENV] = str(path.resolve())
     return path
 
@@ -155,9 +158,13 @@ def make_trainer(cfg, out: Path, *, callbacks: list[Callback] | None = None, max
         max_epochs=max_epochs if max_epochs is not None else cfg.epochs,
         max_steps=cfg.max_steps,
         logger=TensorBoardLogger(save_dir=str(out), name="tensorboard", version="", default_hp_metric=False),
-        callbacks=[LastCheckpoint(out / "checkpoints" / "last.ckpt", checkpoint_every_n_steps),
-                   LearningRateMonitor(logging_interval="step"), Throughput(), *(callbacks or [])],
+        # last.ckpt is written after the command's own callbacks (e.g. ssl.ckpt), so a run that
+        # can be resumed always has its portable checkpoint of the same epoch beside it.
+        callbacks=[LearningRateMonitor(logging_interval="step"), Throughput(), *(callbacks or []),
+                   LastCheckpoint(out / "checkpoints" / "last.ckpt", checkpoint_every_n_steps)],
         plugins=[AtomicCheckpointIO()],
+        # Only our checkpoints (last.ckpt, and fine-tuning's best.ckpt), not Lightning's default extra one.
+        enable_checkpointing=any(isinstance(c, ModelCheckpoint) for c in callbacks or []),
         log_every_n_steps=cfg.log_every_n_steps,
         enable_progress_bar=cfg.progress,
         enable_model_summary=False,

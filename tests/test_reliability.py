@@ -171,11 +171,12 @@ def test_kill_minus_9_then_resume_finishes(tmp_path):
     assert proc.returncode == -signal.SIGKILL
     killed = torch.load(out / "ssl.ckpt", weights_only=True)  # a whole file, never half-written
     assert killed["epochs_completed"] in (1, 2)
-    assert not list(out.rglob(".*.tmp"))
     done = subprocess.run(_cli(*args, "--resume"), cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
     final = torch.load(out / "ssl.ckpt", weights_only=True)
     assert final["epochs_completed"] == 3 and final["global_step"] > killed["global_step"]
+    assert not list(out.rglob("*.tmp"))  # leftovers of a save cut short are cleared on resume
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["last.ckpt"]
 
 
 def test_two_process_ddp_on_cpu(tmp_path):
