@@ -45,8 +45,9 @@ def write_reports(rows: list[dict], out: Path, names: list[str]) -> pd.DataFrame
     """results.csv, results.md, label_efficiency.png and confusion matrices from the runs so far."""
     results = pd.DataFrame(rows)[COLUMNS]
     results.to_csv(out / "results.csv", index=False)
-    (out / "results.md").write_text("# Benchmark: test split, balanced accuracy = mean recall\n\n"
-                                    + results_markdown(results))
+    (out / "results.md").write_text(
+        "# Benchmark: test split, balanced accuracy = mean recall\n\n" + results_markdown(results)
+    )
     label_efficiency_plot(results, out / "label_efficiency.png")
     for name in names:
         mine = [r for r in rows if r["init"] == name]
@@ -55,8 +56,11 @@ def write_reports(rows: list[dict], out: Path, names: list[str]) -> pd.DataFrame
         top = max(r["label_fraction"] for r in mine)
         cms = [r["confusion_matrix"] for r in mine if r["label_fraction"] == top]
         total = {"labels": cms[0]["labels"], "matrix": np.sum([np.array(c["matrix"]) for c in cms], axis=0)}
-        save_confusion(total, out / f"confusion_{_slug(name)}.png",
-                       f"{name}, label fraction {top:g}, summed over {len(cms)} seed(s)")
+        save_confusion(
+            total,
+            out / f"confusion_{_slug(name)}.png",
+            f"{name}, label fraction {top:g}, summed over {len(cms)} seed(s)",
+        )
     return results
 
 
@@ -67,9 +71,17 @@ def run_benchmark(cfg: BenchmarkConfig, overwrite: bool = False, resume: bool = 
     save_yaml(cfg, out / "config.yaml")
     base = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(FinetuneConfig)}
     first = resolve_encoder_settings(FinetuneConfig(**{**base, "init": cfg.inits[0]}))
-    labs = {first.image_size: prepare_labeled(cfg.data, first.image_size, fractions=cfg.split_fractions,
-                                              seed=cfg.seed, splits=cfg.splits, cache_dir=cfg.cache_dir,
-                                              progress=cfg.progress)}
+    labs = {
+        first.image_size: prepare_labeled(
+            cfg.data,
+            first.image_size,
+            fractions=cfg.split_fractions,
+            seed=cfg.seed,
+            splits=cfg.splits,
+            cache_dir=cfg.cache_dir,
+            progress=cfg.progress,
+        )
+    }
     splits = write_splits(labs[first.image_size].table, out)
     rows, started = [], time.time()
     # Seed-major order: after each seed the table already compares every init and fraction.
@@ -81,16 +93,30 @@ def run_benchmark(cfg: BenchmarkConfig, overwrite: bool = False, resume: bool = 
             print(f"[{k}/{len(jobs)}] {name}, label fraction {frac:g}, seed {s}: done, skipped")
         else:
             print(f"[{k}/{len(jobs)}] {name}, label fraction {frac:g}, seed {s}")
-            settings = {**base, "init": init, "label_fraction": frac, "seed": cfg.seed + s, "out": str(run),
-                        "splits": str(splits)}
+            settings = {
+                **base,
+                "init": init,
+                "label_fraction": frac,
+                "seed": cfg.seed + s,
+                "out": str(run),
+                "splits": str(splits),
+            }
             run_cfg = resolve_encoder_settings(FinetuneConfig(**settings))
             if run_cfg.image_size not in labs:  # an init checkpoint at another size: same splits, other pixels
-                labs[run_cfg.image_size] = prepare_labeled(None, run_cfg.image_size, splits=splits,
-                                                           cache_dir=cfg.cache_dir, progress=cfg.progress)
+                labs[run_cfg.image_size] = prepare_labeled(
+                    None, run_cfg.image_size, splits=splits, cache_dir=cfg.cache_dir, progress=cfg.progress
+                )
             run_finetune(run_cfg, overwrite=True, lab=labs[run_cfg.image_size])
         m = json.loads(done.read_text())
-        rows.append({"init": name, "label_fraction": frac, "seed": s, **{c: m[c] for c in METRICS},
-                     "confusion_matrix": m["confusion_matrix"]})
+        rows.append(
+            {
+                "init": name,
+                "label_fraction": frac,
+                "seed": s,
+                **{c: m[c] for c in METRICS},
+                "confusion_matrix": m["confusion_matrix"],
+            }
+        )
         results = write_reports(rows, out, names)  # after every run: an interrupted benchmark still reports
     print(results_markdown(results))
     print(f"wrote {out / 'results.csv'}, results.md, label_efficiency.png ({time.time() - started:.0f} s)")

@@ -31,14 +31,21 @@ def predict_proba(model: nn.Module, images, norm: Normalize, device, batch_size:
     norm = norm.to(device)
     out = []
     for i in range(0, len(images), batch_size):
-        x = norm(to_float(images[i:i + batch_size].to(device))).contiguous(memory_format=torch.channels_last)
+        x = norm(to_float(images[i : i + batch_size].to(device))).contiguous(memory_format=torch.channels_last)
         out.append(torch.softmax(model(x).float(), dim=1).cpu())
     return torch.cat(out).numpy() if out else np.zeros((0, 0))
 
 
 class FinetuneModule(pl.LightningModule):
-    def __init__(self, model: Classifier, cfg, normalization: dict, classes: list[str],
-                 alpha: np.ndarray | None, steps_per_epoch: int) -> None:
+    def __init__(
+        self,
+        model: Classifier,
+        cfg,
+        normalization: dict,
+        classes: list[str],
+        alpha: np.ndarray | None,
+        steps_per_epoch: int,
+    ) -> None:
         super().__init__()
         self.model = model
         self.cfg = cfg
@@ -69,8 +76,9 @@ class FinetuneModule(pl.LightningModule):
         x, y = batch
         loss = self.loss(self.model(x), y)
         if not torch.isfinite(loss):
-            raise RunFailed(f"non-finite training loss at step {self.global_step}; lower --lr "
-                            "(the last good checkpoint is kept)")
+            raise RunFailed(
+                f"non-finite training loss at step {self.global_step}; lower --lr (the last good checkpoint is kept)"
+            )
         self.log("train/loss", loss, prog_bar=True)
         return loss
 

@@ -22,20 +22,35 @@ def load_classifier(path: str | Path) -> tuple[Classifier, dict]:
     ckpt = load_checkpoint(path)
     if ckpt["task"] != "classifier" or "head_state_dict" not in ckpt:
         raise UserError(f"{path}: a {ckpt['task']!r} checkpoint, not a fine-tuned classifier (model.ckpt)")
-    model = Classifier(build_encoder(ckpt["encoder_name"], "random"), len(ckpt["class_names"]),
-                       ckpt.get("dropout", 0.0))
+    model = Classifier(
+        build_encoder(ckpt["encoder_name"], "random"), len(ckpt["class_names"]), ckpt.get("dropout", 0.0)
+    )
     load_strict(model.encoder, ckpt["encoder_state_dict"], f"{path} (encoder)")
     load_strict(model.head, ckpt["head_state_dict"], f"{path} (head)")
     return model.eval(), ckpt
 
 
-def run_evaluate(checkpoint: str, data: str | None, out: str | None, split: str = "all",
-                 splits: str | None = None, overwrite: bool = False, cache_dir: str | None = None) -> dict:
+def run_evaluate(
+    checkpoint: str,
+    data: str | None,
+    out: str | None,
+    split: str = "all",
+    splits: str | None = None,
+    overwrite: bool = False,
+    cache_dir: str | None = None,
+) -> dict:
     model, ckpt = load_classifier(checkpoint)
     classes = list(ckpt["class_names"])
     cfg = ckpt["config"]
-    lab = prepare_labeled(data, ckpt["image_size"], fractions=tuple(cfg.get("split_fractions", (0.7, 0.15, 0.15))),
-                          seed=cfg.get("seed", 0), splits=splits, cache_dir=cache_dir, classes=classes)
+    lab = prepare_labeled(
+        data,
+        ckpt["image_size"],
+        fractions=tuple(cfg.get("split_fractions", (0.7, 0.15, 0.15))),
+        seed=cfg.get("seed", 0),
+        splits=splits,
+        cache_dir=cache_dir,
+        classes=classes,
+    )
     rows = lab.rows(split)
     if rows.empty:
         raise UserError(f"--split {split}: no images in that split")
@@ -46,12 +61,19 @@ def run_evaluate(checkpoint: str, data: str | None, out: str | None, split: str 
     metrics = classification_metrics(lab.targets(split), probs, classes)
     metrics.update({"split": split, "checkpoint": str(checkpoint)})
     (folder / "metrics.json").write_text(json.dumps(metrics, indent=2))
-    pred = pd.DataFrame({"image": rows["image"].to_numpy(), "true_label": rows["label"].to_numpy(),
-                         "predicted_label": [classes[i] for i in probs.argmax(1)]})
+    pred = pd.DataFrame(
+        {
+            "image": rows["image"].to_numpy(),
+            "true_label": rows["label"].to_numpy(),
+            "predicted_label": [classes[i] for i in probs.argmax(1)],
+        }
+    )
     for i, c in enumerate(classes):
         pred[f"prob_{c}"] = probs[:, i]
     pred.to_csv(folder / "predictions.csv", index=False)
-    print(f"{split}: {metrics['n_images']} images, balanced accuracy {metrics['balanced_accuracy']:.3f}, "
-          f"macro F1 {metrics['macro_f1']:.3f}")
+    print(
+        f"{split}: {metrics['n_images']} images, balanced accuracy {metrics['balanced_accuracy']:.3f}, "
+        f"macro F1 {metrics['macro_f1']:.3f}"
+    )
     print(f"wrote {folder / 'metrics.json'} and {folder / 'predictions.csv'}")
     return metrics

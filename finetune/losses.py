@@ -12,8 +12,13 @@ import torch.nn.functional as F
 from torch import nn
 
 
-def focal_loss(logits: torch.Tensor, target: torch.Tensor, gamma: float = 1.0,
-               alpha: torch.Tensor | None = None, reduction: str = "mean") -> torch.Tensor:
+def focal_loss(
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    gamma: float = 1.0,
+    alpha: torch.Tensor | None = None,
+    reduction: str = "mean",
+) -> torch.Tensor:
     """``logits`` ``[B, K]``, ``target`` ``[B]`` int64, ``alpha`` ``[K]`` or None."""
     if logits.ndim != 2:
         raise ValueError(f"logits must be [B, K], got {tuple(logits.shape)}")

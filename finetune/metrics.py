@@ -42,8 +42,12 @@ def classification_metrics(y_true: np.ndarray, probs: np.ndarray, classes: list[
         "macro_f1": float(f1_score(y_true, y_pred, labels=present, average="macro", zero_division=0)),
         "weighted_f1": float(f1_score(y_true, y_pred, labels=labels, average="weighted", zero_division=0)),
         "auc_macro": auc_macro(y_true, probs),
-        "per_class": {c: {"precision": float(p[i]), "recall": float(r[i]), "f1": float(f[i]), "support": int(s[i])}
-                      for i, c in enumerate(classes)},
-        "confusion_matrix": {"labels": list(classes),
-                             "matrix": confusion_matrix(y_true, y_pred, labels=labels).tolist()},
+        "per_class": {
+            c: {"precision": float(p[i]), "recall": float(r[i]), "f1": float(f[i]), "support": int(s[i])}
+            for i, c in enumerate(classes)
+        },
+        "confusion_matrix": {
+            "labels": list(classes),
+            "matrix": confusion_matrix(y_true, y_pred, labels=labels).tolist(),
+        },
     }

@@ -26,8 +26,15 @@ def confusion_figure(cm: dict, title: str = ""):
     ax.set_ylabel("true")
     for i in range(len(labels)):
         for j in range(len(labels)):
-            ax.text(j, i, f"{int(matrix[i, j])}", ha="center", va="center",
-                    color="white" if norm[i, j] > 0.5 else "black", fontsize=8)
+            ax.text(
+                j,
+                i,
+                f"{int(matrix[i, j])}",
+                ha="center",
+                va="center",
+                color="white" if norm[i, j] > 0.5 else "black",
+                fontsize=8,
+            )
     ax.set_title(title or "confusion matrix (rows: recall-normalised colour, counts)", fontsize=9)
     fig.tight_layout()
     return fig
@@ -52,9 +59,12 @@ def results_markdown(results: pd.DataFrame) -> str:
     lines = []
     for frac in sorted(results["label_fraction"].unique()):
         m, s = mean.loc[frac], std.loc[frac]
-        lines += [f"### label fraction {frac:g}", "",
-                  "| init | runs | " + " | ".join(METRICS) + " |",
-                  "|---|---|" + "---|" * len(METRICS)]
+        lines += [
+            f"### label fraction {frac:g}",
+            "",
+            "| init | runs | " + " | ".join(METRICS) + " |",
+            "|---|---|" + "---|" * len(METRICS),
+        ]
         best = {c: m[c].max() for c in METRICS}
         for init in m.index:
             cells = []

@@ -20,7 +20,7 @@ from ssl_derm.config import FinetuneConfig, save_yaml, to_dict
 from ssl_derm.data import BankDataset, Normalize, class_weights, label_fraction, make_loader, write_splits
 from ssl_derm.data.labeled import LabeledData, prepare_labeled
 from ssl_derm.encoders import build_encoder, encoder_spec, resolve_encoder_settings
-from ssl_derm.engine import accelerator_kwargs, make_trainer, resume_path, run_dir
+from ssl_derm.engine import make_trainer, pin_memory, resume_path, run_dir
 from ssl_derm.errors import UserError
 
 BEST = "val/balanced_accuracy"
@@ -35,16 +35,24 @@ def check_training_classes(lab: LabeledData) -> None:
         raise UserError("the validation split is empty; give more images or larger split_fractions[1]")
 
 
-def run_finetune(cfg: FinetuneConfig, overwrite: bool = False, resume: bool = False,
-                 lab: LabeledData | None = None) -> dict:
+def run_finetune(
+    cfg: FinetuneConfig, overwrite: bool = False, resume: bool = False, lab: LabeledData | None = None
+) -> dict:
     """Fine-tune; return the test metrics (also in ``OUT/metrics.json``)."""
     cfg = resolve_encoder_settings(cfg)
     out = run_dir(cfg.out, "finetune", overwrite, resume)
     save_yaml(cfg, out / "config.yaml")
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     if lab is None:
-        lab = prepare_labeled(cfg.data, cfg.image_size, fractions=cfg.split_fractions, seed=cfg.seed,
-                              splits=cfg.splits, cache_dir=cfg.cache_dir, progress=cfg.progress)
+        lab = prepare_labeled(
+            cfg.data,
+            cfg.image_size,
+            fractions=cfg.split_fractions,
+            seed=cfg.seed,
+            splits=cfg.splits,
+            cache_dir=cfg.cache_dir,
+            progress=cfg.progress,
+        )
     lab = LabeledData(label_fraction(lab.table, cfg.label_fraction, cfg.seed), lab.bank, lab.classes)
     write_splits(lab.table, out)
     check_training_classes(lab)
@@ -58,21 +66,38 @@ def run_finetune(cfg: FinetuneConfig, overwrite: bool = False, resume: bool = Fa
     if cfg.min_steps and cfg.epochs * steps < cfg.min_steps:  # small label fractions: same optimisation budget
         cfg = dataclasses.replace(cfg, epochs=-(-cfg.min_steps // steps))
     module = FinetuneModule(model, cfg, spec.normalization, lab.classes, alpha, steps)
-    best = ModelCheckpoint(dirpath=out / "checkpoints", filename="best", monitor=BEST, mode="max",
-                           save_top_k=1, save_last=False, enable_version_counter=False)
+    best = ModelCheckpoint(
+        dirpath=out / "checkpoints",
+        filename="best",
+        monitor=BEST,
+        mode="max",
+        save_top_k=1,
+        save_last=False,
+        enable_version_counter=False,
+    )
     stop = EarlyStopping(monitor=BEST, mode="max", patience=cfg.patience, check_finite=False)
     trainer = make_trainer(cfg, out, callbacks=[best, stop], steps_per_epoch=steps)
-    pin = accelerator_kwargs(trainer)["pin_memory"]
+    pin = pin_memory(trainer)
     sampler = None
     if cfg.balanced_sampler:
         weights = 1.0 / np.bincount(y_train, minlength=len(lab.classes))[y_train]
         sampler = WeightedRandomSampler(weights, len(y_train), generator=torch.Generator().manual_seed(cfg.seed))
-    train_loader = make_loader(BankDataset(lab.bank, lab.indices("train"), y_train), batch, shuffle=True,
-                               seed=cfg.seed, drop_last=len(y_train) > batch, sampler=sampler, pin_memory=pin)
-    val_loader = make_loader(BankDataset(lab.bank, lab.indices("val"), lab.targets("val")), 128, shuffle=False,
-                             seed=cfg.seed, pin_memory=pin)
-    print(f"fine-tuning {cfg.encoder} (init={cfg.init}) on {len(y_train):,} images, {len(lab.classes)} classes, "
-          f"@ {cfg.image_size}px -> {out}")
+    train_loader = make_loader(
+        BankDataset(lab.bank, lab.indices("train"), y_train),
+        batch,
+        shuffle=True,
+        seed=cfg.seed,
+        drop_last=len(y_train) > batch,
+        sampler=sampler,
+        pin_memory=pin,
+    )
+    val_loader = make_loader(
+        BankDataset(lab.bank, lab.indices("val"), lab.targets("val")), 128, shuffle=False, seed=cfg.seed, pin_memory=pin
+    )
+    print(
+        f"fine-tuning {cfg.encoder} (init={cfg.init}) on {len(y_train):,} images, {len(lab.classes)} classes, "
+        f"@ {cfg.image_size}px -> {out}"
+    )
     trainer.fit(module, train_loader, val_loader, ckpt_path=resume_path(out, resume), weights_only=True)
     if not trainer.is_global_zero:
         return {}
@@ -83,17 +108,37 @@ def run_finetune(cfg: FinetuneConfig, overwrite: bool = False, resume: bool = Fa
     norm = Normalize(spec.mean, spec.std)
     probs = predict_proba(model, lab.bank.gather(lab.indices(test_split)), norm, trainer.strategy.root_device)
     metrics = classification_metrics(lab.targets(test_split), probs, lab.classes)
-    metrics.update({"split": test_split, "init": cfg.init, "init_name": _safe_init_name(cfg.init),
-                    "label_fraction": cfg.label_fraction, "seed": cfg.seed, "best_epoch_val_balanced_accuracy":
-                    float(best.best_model_score) if best.best_model_score is not None else None})
+    metrics.update(
+        {
+            "split": test_split,
+            "init": cfg.init,
+            "init_name": _safe_init_name(cfg.init),
+            "label_fraction": cfg.label_fraction,
+            "seed": cfg.seed,
+            "best_epoch_val_balanced_accuracy": float(best.best_model_score)
+            if best.best_model_score is not None
+            else None,
+        }
+    )
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     log_confusion(trainer.logger, metrics["confusion_matrix"], f"{test_split}/confusion_matrix", trainer.global_step)
-    save_checkpoint(out / "model.ckpt", encoder_name=cfg.encoder, encoder_state_dict=model.encoder.state_dict(),
-                    image_size=cfg.image_size, normalization=spec.normalization, task="classifier",
-                    config=to_dict(cfg), head_state_dict=model.head.state_dict(), class_names=list(lab.classes),
-                    dropout=cfg.dropout, init_chain=_safe_init_name(cfg.init))
-    print(f"{test_split}: balanced accuracy {metrics['balanced_accuracy']:.3f}, macro F1 {metrics['macro_f1']:.3f}, "
-          f"AUC {metrics['auc_macro'] or float('nan'):.3f} ({metrics['n_images']} images)")
+    save_checkpoint(
+        out / "model.ckpt",
+        encoder_name=cfg.encoder,
+        encoder_state_dict=model.encoder.state_dict(),
+        image_size=cfg.image_size,
+        normalization=spec.normalization,
+        task="classifier",
+        config=to_dict(cfg),
+        head_state_dict=model.head.state_dict(),
+        class_names=list(lab.classes),
+        dropout=cfg.dropout,
+        init_chain=_safe_init_name(cfg.init),
+    )
+    print(
+        f"{test_split}: balanced accuracy {metrics['balanced_accuracy']:.3f}, macro F1 {metrics['macro_f1']:.3f}, "
+        f"AUC {metrics['auc_macro'] or float('nan'):.3f} ({metrics['n_images']} images)"
+    )
     print(f"wrote {out / 'model.ckpt'} and {out / 'metrics.json'}")
     return metrics
 

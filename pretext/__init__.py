@@ -15,8 +15,13 @@ def _rotation(encoder, cfg):
 
 
 def _context_restore(encoder, cfg):
-    return ContextRestoreTask(encoder, encoder_spec(cfg.encoder).smp_name, swaps=cfg.swaps,
-                              patch_size=cfg.patch_size, corrupted_weight=cfg.corrupted_weight)
+    return ContextRestoreTask(
+        encoder,
+        encoder_spec(cfg.encoder).smp_name,
+        swaps=cfg.swaps,
+        patch_size=cfg.patch_size,
+        corrupted_weight=cfg.corrupted_weight,
+    )
 
 
 TASKS = {"rotation": _rotation, "context_restore": _context_restore}
@@ -30,5 +35,13 @@ def build_task(name: str, encoder, cfg) -> PretextTask:
     return factory(encoder, cfg)
 
 
-__all__ = ["TASKS", "ContextRestoreTask", "PretextTask", "RotationTask", "build_task", "circle_mask",
-           "draw_swaps", "swap_patches"]
+__all__ = [
+    "TASKS",
+    "ContextRestoreTask",
+    "PretextTask",
+    "RotationTask",
+    "build_task",
+    "circle_mask",
+    "draw_swaps",
+    "swap_patches",
+]

@@ -17,16 +17,19 @@ from ssl_derm.pretext.base import PretextTask
 from torch import nn
 
 
-def draw_swaps(batch: int, height: int, width: int, patch: int, swaps: int,
-               generator: torch.Generator | None = None) -> torch.Tensor:
+def draw_swaps(
+    batch: int, height: int, width: int, patch: int, swaps: int, generator: torch.Generator | None = None
+) -> torch.Tensor:
     """``[B, T, 4]`` int64 of ``(y1, x1, y2, x2)``: top-left corners of two
     non-overlapping ``patch``-sized squares per swap."""
     if patch * 2 > min(height, width):
         raise ValueError(f"patch size {patch} is too large for {height}x{width} images")
+
     def corners(n):
         y = torch.randint(0, height - patch + 1, (n,), generator=generator)
         x = torch.randint(0, width - patch + 1, (n,), generator=generator)
         return y, x
+
     n = batch * swaps
     y1, x1 = corners(n)
     y2, x2 = corners(n)
@@ -68,8 +71,9 @@ def swap_patches(x: torch.Tensor, swaps: torch.Tensor, patch: int) -> tuple[torc
 class ContextRestoreTask(PretextTask):
     name = "context_restore"
 
-    def __init__(self, encoder: nn.Module, smp_name: str, swaps: int = 20, patch_size: int = 0,
-                 corrupted_weight: float = 1.0) -> None:
+    def __init__(
+        self, encoder: nn.Module, smp_name: str, swaps: int = 20, patch_size: int = 0, corrupted_weight: float = 1.0
+    ) -> None:
         super().__init__(encoder)
         self.unet = smp.Unet(smp_name, encoder_weights=None, classes=3, activation=None)
         self.unet.encoder = encoder  # one encoder, shared with the rest of ssl-derm
@@ -106,6 +110,9 @@ class ContextRestoreTask(PretextTask):
         return {"corrupted": out["corrupted"], "restored": out["restored"], "original": x}
 
     def extra_state(self):
-        return {"decoder_state_dict": self.unet.decoder.state_dict(),
-                "segmentation_head_state_dict": self.unet.segmentation_head.state_dict(),
-                "swaps": self.swaps, "patch_size": self.patch_size}
+        return {
+            "decoder_state_dict": self.unet.decoder.state_dict(),
+            "segmentation_head_state_dict": self.unet.segmentation_head.state_dict(),
+            "swaps": self.swaps,
+            "patch_size": self.patch_size,
+        }

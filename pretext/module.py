@@ -16,8 +16,9 @@ from ssl_derm.engine import RunFailed, cosine_schedule
 
 
 class PretextModule(pl.LightningModule):
-    def __init__(self, task: PretextTask, cfg, normalization: dict, steps_per_epoch: int,
-                 knn: dict | None = None) -> None:
+    def __init__(
+        self, task: PretextTask, cfg, normalization: dict, steps_per_epoch: int, knn: dict | None = None
+    ) -> None:
         super().__init__()
         self.task = task
         self.cfg = cfg
@@ -43,8 +44,10 @@ class PretextModule(pl.LightningModule):
         out = self.task(x, generator=self.generator)
         loss = out["loss"]
         if not torch.isfinite(loss):
-            raise RunFailed(f"non-finite training loss ({loss.item()}) at step {self.global_step}; "
-                            "lower --lr; the last good checkpoint is kept")
+            raise RunFailed(
+                f"non-finite training loss ({loss.item()}) at step {self.global_step}; "
+                "lower --lr; the last good checkpoint is kept"
+            )
         self.log("train/loss", loss, prog_bar=True)
         for key in ("accuracy", "mse_swapped"):
             if key in out:
@@ -80,7 +83,7 @@ class PretextModule(pl.LightningModule):
     def _features(self, images: torch.Tensor) -> torch.Tensor:
         feats = []
         for i in range(0, len(images), 256):
-            x = self.norm(to_float(images[i:i + 256].to(self.device)))
+            x = self.norm(to_float(images[i : i + 256].to(self.device)))
             feats.append(F.normalize(pooled_features(self.task.encoder, x).float(), dim=1))
         return torch.cat(feats)
 
@@ -94,8 +97,13 @@ class PretextModule(pl.LightningModule):
         bank = self._features(self.knn["bank"])
         query = self._features(self.knn["query"])
         self.task.encoder.train(was_training)
-        pred = knn_predict(query, bank.T, self.knn["bank_labels"].to(self.device),
-                           num_classes=len(self.knn["classes"]), knn_k=self.cfg.knn_k)[:, 0]
+        pred = knn_predict(
+            query,
+            bank.T,
+            self.knn["bank_labels"].to(self.device),
+            num_classes=len(self.knn["classes"]),
+            knn_k=self.cfg.knn_k,
+        )[:, 0]
         score = balanced_accuracy_score(self.knn["query_labels"].numpy(), pred.cpu().numpy())
         self.log("val/knn_balanced_accuracy", float(np.float32(score)), prog_bar=True)
 

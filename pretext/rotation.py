@@ -51,8 +51,7 @@ class RotationTask(PretextTask):
         logits = self.head(pooled_features(self.encoder, inputs))
         loss = F.cross_entropy(logits, params["labels"])
         accuracy = (logits.argmax(1) == params["labels"]).float().mean()
-        return {"loss": loss, "accuracy": accuracy, "inputs": inputs, "logits": logits,
-                "labels": params["labels"]}
+        return {"loss": loss, "accuracy": accuracy, "inputs": inputs, "logits": logits, "labels": params["labels"]}
 
     def visuals(self, x, out):
         return {"rotated_inputs": out["inputs"]}

@@ -16,7 +16,7 @@ from ssl_derm.config import PretrainConfig, save_yaml, to_dict
 from ssl_derm.data import BankDataset, ImageBank, decode_source, make_loader, open_unlabeled, write_splits
 from ssl_derm.data.labeled import prepare_labeled
 from ssl_derm.encoders import build_encoder, encoder_spec, resolve_encoder_settings
-from ssl_derm.engine import accelerator_kwargs, make_trainer, resume_path, run_dir
+from ssl_derm.engine import make_trainer, pin_memory, resume_path, run_dir
 from ssl_derm.errors import UserError
 
 
@@ -25,8 +25,10 @@ def write_skipped(out: Path, skipped: list[tuple[str, str]], total: int) -> None
         return
     (out / "skipped.txt").write_text("".join(f"{name}\t{why}\n" for name, why in skipped))
     first = "; ".join(f"{Path(n).name} ({w})" for n, w in skipped[:3])
-    print(f"skipped {len(skipped):,} of {total:,} files: {first}{' ...' if len(skipped) > 3 else ''} "
-          f"(full list: {out / 'skipped.txt'})")
+    print(
+        f"skipped {len(skipped):,} of {total:,} files: {first}{' ...' if len(skipped) > 3 else ''} "
+        f"(full list: {out / 'skipped.txt'})"
+    )
 
 
 def balanced_bank(idx: np.ndarray, labels: np.ndarray, size: int, seed: int) -> np.ndarray:
@@ -46,8 +48,14 @@ def build_pool(cfg: PretrainConfig, out: Path):
     skipped: list[tuple[str, str]] = []
     total = 0
     if cfg.data is not None or not cfg.unlabeled:
-        lab = prepare_labeled(cfg.data, cfg.image_size, fractions=cfg.split_fractions, seed=cfg.seed,
-                              cache_dir=cfg.cache_dir, progress=cfg.progress)
+        lab = prepare_labeled(
+            cfg.data,
+            cfg.image_size,
+            fractions=cfg.split_fractions,
+            seed=cfg.seed,
+            cache_dir=cfg.cache_dir,
+            progress=cfg.progress,
+        )
         write_splits(lab.table, out)
         parts.append(lab.bank.parts[0])
         pool.append(lab.indices("train"))
@@ -56,9 +64,13 @@ def build_pool(cfg: PretrainConfig, out: Path):
             lookup = {c: i for i, c in enumerate(lab.classes)}
             labels = lab.table["label"].map(lookup).to_numpy()
             bank_idx = balanced_bank(lab.indices("train"), labels, cfg.knn_max_bank, cfg.seed)
-            knn = {"bank": lab.bank.gather(bank_idx), "bank_labels": torch.as_tensor(labels[bank_idx]),
-                   "query": lab.bank.gather(lab.indices("val")),
-                   "query_labels": torch.as_tensor(labels[lab.indices("val")]), "classes": lab.classes}
+            knn = {
+                "bank": lab.bank.gather(bank_idx),
+                "bank_labels": torch.as_tensor(labels[bank_idx]),
+                "query": lab.bank.gather(lab.indices("val")),
+                "query_labels": torch.as_tensor(labels[lab.indices("val")]),
+                "classes": lab.classes,
+            }
     for spec in cfg.unlabeled:
         source = open_unlabeled(spec)
         decoded = decode_source(source, cfg.image_size, cfg.cache_dir, cfg.progress)
@@ -86,9 +98,14 @@ class PortableCheckpoint(Callback):
 
     def write(self, trainer, module, epochs_completed: int) -> None:
         if trainer.is_global_zero:
-            save_checkpoint(self.path, encoder_state_dict=module.task.encoder.state_dict(),
-                            global_step=trainer.global_step, epochs_completed=epochs_completed,
-                            **module.task.extra_state(), **self.meta)
+            save_checkpoint(
+                self.path,
+                encoder_state_dict=module.task.encoder.state_dict(),
+                global_step=trainer.global_step,
+                epochs_completed=epochs_completed,
+                **module.task.extra_state(),
+                **self.meta,
+            )
 
     def on_train_epoch_end(self, trainer, module) -> None:
         self.write(trainer, module, trainer.current_epoch + 1)
@@ -114,18 +131,29 @@ def run_pretrain(cfg: PretrainConfig, overwrite: bool = False, resume: bool = Fa
     steps = max(1, len(train) // batch)
     module = PretextModule(task, cfg, spec.normalization, steps, knn)
     chain = cfg.task if cfg.init == "random" else f"{init_name(cfg.init)}+{cfg.task}"
-    meta = {"encoder_name": cfg.encoder, "image_size": cfg.image_size, "normalization": spec.normalization,
-            "task": cfg.task, "init_chain": chain, "config": to_dict(cfg)}
-    trainer = make_trainer(cfg, out, callbacks=[PortableCheckpoint(out / "ssl.ckpt", meta)],
-                           enable_val=n_hold > 0, steps_per_epoch=steps)
+    meta = {
+        "encoder_name": cfg.encoder,
+        "image_size": cfg.image_size,
+        "normalization": spec.normalization,
+        "task": cfg.task,
+        "init_chain": chain,
+        "config": to_dict(cfg),
+    }
+    trainer = make_trainer(
+        cfg, out, callbacks=[PortableCheckpoint(out / "ssl.ckpt", meta)], enable_val=n_hold > 0, steps_per_epoch=steps
+    )
     module = module.to(memory_format=torch.channels_last)
-    pin = accelerator_kwargs(trainer)["pin_memory"]
-    train_loader = make_loader(BankDataset(bank, train), batch, shuffle=True, seed=cfg.seed, drop_last=True,
-                               pin_memory=pin)
-    val_loader = make_loader(BankDataset(bank, hold), batch, shuffle=False, seed=cfg.seed,
-                             pin_memory=pin) if n_hold else None
-    print(f"pretraining {cfg.task} on {len(train):,} images ({len(hold):,} held out), "
-          f"{cfg.encoder} @ {cfg.image_size}px, init={cfg.init} -> {out}")
+    pin = pin_memory(trainer)
+    train_loader = make_loader(
+        BankDataset(bank, train), batch, shuffle=True, seed=cfg.seed, drop_last=True, pin_memory=pin
+    )
+    val_loader = (
+        make_loader(BankDataset(bank, hold), batch, shuffle=False, seed=cfg.seed, pin_memory=pin) if n_hold else None
+    )
+    print(
+        f"pretraining {cfg.task} on {len(train):,} images ({len(hold):,} held out), "
+        f"{cfg.encoder} @ {cfg.image_size}px, init={cfg.init} -> {out}"
+    )
     trainer.fit(module, train_loader, val_loader, ckpt_path=resume_path(out, resume), weights_only=True)
     if trainer.is_global_zero:
         print(f"wrote {out / 'ssl.ckpt'} (TensorBoard: tensorboard --logdir {out})")

@@ -21,8 +21,17 @@ from ssl_derm.errors import UserError
 
 FORMAT = "ssl-derm"
 FORMAT_VERSION = 1
-REQUIRED = ("format", "format_version", "encoder_name", "encoder_state_dict", "image_size",
-            "normalization", "task", "config", "versions")
+REQUIRED = (
+    "format",
+    "format_version",
+    "encoder_name",
+    "encoder_state_dict",
+    "image_size",
+    "normalization",
+    "task",
+    "config",
+    "versions",
+)
 
 
 def library_versions() -> dict[str, str]:
@@ -32,10 +41,15 @@ def library_versions() -> dict[str, str]:
     import segmentation_models_pytorch
     import torchvision
 
-    return {"ssl_derm": __version__, "torch": str(torch.__version__), "torchvision": str(torchvision.__version__),
-            "segmentation_models_pytorch": str(segmentation_models_pytorch.__version__),
-            "lightly": str(lightly.__version__), "kornia": str(kornia.__version__),
-            "pytorch_lightning": str(pytorch_lightning.__version__)}
+    return {
+        "ssl_derm": __version__,
+        "torch": str(torch.__version__),
+        "torchvision": str(torchvision.__version__),
+        "segmentation_models_pytorch": str(segmentation_models_pytorch.__version__),
+        "lightly": str(lightly.__version__),
+        "kornia": str(kornia.__version__),
+        "pytorch_lightning": str(pytorch_lightning.__version__),
+    }
 
 
 def atomic_save(obj: Any, path: str | Path) -> Path:
@@ -47,14 +61,31 @@ def atomic_save(obj: Any, path: str | Path) -> Path:
     return path
 
 
-def save_checkpoint(path: str | Path, *, encoder_name: str, encoder_state_dict: dict, image_size: int,
-                    normalization: dict, task: str, config: dict, **extra: Any) -> Path:
+def save_checkpoint(
+    path: str | Path,
+    *,
+    encoder_name: str,
+    encoder_state_dict: dict,
+    image_size: int,
+    normalization: dict,
+    task: str,
+    config: dict,
+    **extra: Any,
+) -> Path:
     """Write a checkpoint; ``extra`` may add e.g. ``decoder_state_dict``, ``head_state_dict``."""
     state = {k: v.detach().cpu().clone() for k, v in encoder_state_dict.items()}
-    ckpt = {"format": FORMAT, "format_version": FORMAT_VERSION, "encoder_name": encoder_name,
-            "encoder_state_dict": state, "image_size": int(image_size),
-            "normalization": {k: [float(x) for x in v] for k, v in normalization.items()},
-            "task": task, "config": config, "versions": library_versions(), **extra}
+    ckpt = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "encoder_name": encoder_name,
+        "encoder_state_dict": state,
+        "image_size": int(image_size),
+        "normalization": {k: [float(x) for x in v] for k, v in normalization.items()},
+        "task": task,
+        "config": config,
+        "versions": library_versions(),
+        **extra,
+    }
     return atomic_save(ckpt, path)
 
 
@@ -75,8 +106,10 @@ def load_checkpoint(path: str | Path, expect_encoder: str | None = None) -> dict
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise UserError(f"{path}: not an ssl-derm checkpoint (no format: {FORMAT!r} field)")
     if ckpt.get("format_version") != FORMAT_VERSION:
-        raise UserError(f"{path}: unsupported checkpoint format_version {ckpt.get('format_version')!r}; "
-                        f"this ssl-derm reads version {FORMAT_VERSION}")
+        raise UserError(
+            f"{path}: unsupported checkpoint format_version {ckpt.get('format_version')!r}; "
+            f"this ssl-derm reads version {FORMAT_VERSION}"
+        )
     missing = [k for k in REQUIRED if k not in ckpt]
     if missing:
         raise UserError(f"{path}: checkpoint lacks field(s) {', '.join(missing)}")

@@ -59,20 +59,37 @@ def _engine_flags(p: argparse.ArgumentParser, data_help: str) -> None:
 def _finetune_flags(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("fine-tuning")
     g.add_argument("--focal-gamma", dest="focal_gamma", type=float, help="focal loss gamma (default 1.0; 0 = CE)")
-    g.add_argument("--class-weights", dest="class_weights", choices=["none", "balanced", "median"],
-                   help="focal alpha per class (default balanced)")
-    g.add_argument("--label-fraction", dest="label_fraction", type=float,
-                   help="train on this lesion-grouped, stratified fraction of the training split")
+    g.add_argument(
+        "--class-weights",
+        dest="class_weights",
+        choices=["none", "balanced", "median"],
+        help="focal alpha per class (default balanced)",
+    )
+    g.add_argument(
+        "--label-fraction",
+        dest="label_fraction",
+        type=float,
+        help="train on this lesion-grouped, stratified fraction of the training split",
+    )
     g.add_argument("--splits", help="a splits.csv to reuse (columns image,label,group,split)")
     g.add_argument("--freeze-epochs", dest="freeze_epochs", type=int, help="epochs with the encoder frozen first")
     g.add_argument("--balanced-sampler", dest="balanced_sampler", action="store_true", default=None)
-    g.add_argument("--linear-probe", dest="linear_probe", action="store_true", default=None,
-                   help="train the head only (encoder frozen throughout)")
+    g.add_argument(
+        "--linear-probe",
+        dest="linear_probe",
+        action="store_true",
+        default=None,
+        help="train the head only (encoder frozen throughout)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="ssl-derm", epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
-                                description="Self-supervised pretraining and fine-tuning for dermoscopy images.")
+    p = argparse.ArgumentParser(
+        prog="ssl-derm",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Self-supervised pretraining and fine-tuning for dermoscopy images.",
+    )
     p.add_argument("--version", action="version", version=f"ssl-derm {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
 
@@ -88,18 +105,28 @@ def build_parser() -> argparse.ArgumentParser:
     ds.add_argument("--fractions", default="0.7,0.15,0.15", help="train,val,test (default 0.7,0.15,0.15)")
     ds.add_argument("--overwrite", action="store_true")
 
-    pt = sub.add_parser("pretrain", help="self-supervised pretraining of an encoder",
-                        description="Train an encoder with a pretext task on the training split of --data "
-                        "plus every --unlabeled archive. Writes OUT/ssl.ckpt, config.yaml, TensorBoard logs.")
+    pt = sub.add_parser(
+        "pretrain",
+        help="self-supervised pretraining of an encoder",
+        description="Train an encoder with a pretext task on the training split of --data "
+        "plus every --unlabeled archive. Writes OUT/ssl.ckpt, config.yaml, TensorBoard logs.",
+    )
     pt.add_argument("--task", choices=TASK_NAMES, help="pretext task (default context_restore)")
     pt.add_argument("--init", help="random (default), imagenet, or an ssl-derm checkpoint to continue from")
-    pt.add_argument("--unlabeled", action="append", metavar="PATH",
-                    help="extra unlabelled images: folder, .zip, .tar[.gz], glob or .txt list; repeatable")
+    pt.add_argument(
+        "--unlabeled",
+        action="append",
+        metavar="PATH",
+        help="extra unlabelled images: folder, .zip, .tar[.gz], glob or .txt list; repeatable",
+    )
     _engine_flags(pt, "labelled source whose training split joins the pool (default: bundled sample)")
 
-    ft = sub.add_parser("finetune", help="train a focal-loss classifier on a (pretrained) encoder",
-                        description="Attach pooling + dropout + linear head to the encoder from --init and "
-                        "fine-tune with focal loss. Writes OUT/model.ckpt, metrics.json (test split), splits.csv.")
+    ft = sub.add_parser(
+        "finetune",
+        help="train a focal-loss classifier on a (pretrained) encoder",
+        description="Attach pooling + dropout + linear head to the encoder from --init and "
+        "fine-tune with focal loss. Writes OUT/model.ckpt, metrics.json (test split), splits.csv.",
+    )
     ft.add_argument("--init", help="imagenet (default), random, or PATH/ssl.ckpt")
     _engine_flags(ft, "labelled source (default: bundled sample)")
     _finetune_flags(ft)
@@ -108,15 +135,22 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--checkpoint", required=True, help="model.ckpt written by finetune")
     ev.add_argument("--data", help="labelled source (default: bundled sample)")
     ev.add_argument("--out", help="output folder (default runs/evaluate-<timestamp>)")
-    ev.add_argument("--split", choices=["all", "train", "val", "test"], default="all",
-                    help="images to score (default all; train/val/test use --splits or a fresh split)")
+    ev.add_argument(
+        "--split",
+        choices=["all", "train", "val", "test"],
+        default="all",
+        help="images to score (default all; train/val/test use --splits or a fresh split)",
+    )
     ev.add_argument("--splits", help="splits.csv to take train/val/test from")
     ev.add_argument("--overwrite", action="store_true")
     ev.add_argument("--cache-dir", dest="cache_dir")
 
-    bm = sub.add_parser("benchmark", help="finetune every init x label fraction x seed on the same splits",
-                        description="Compare initialisations on one lesion-grouped split. Writes results.csv, "
-                        "results.md, label_efficiency.png, confusion matrices. Finished runs are skipped on re-run.")
+    bm = sub.add_parser(
+        "benchmark",
+        help="finetune every init x label fraction x seed on the same splits",
+        description="Compare initialisations on one lesion-grouped split. Writes results.csv, "
+        "results.md, label_efficiency.png, confusion matrices. Finished runs are skipped on re-run.",
+    )
     bm.add_argument("--inits", help="comma list of random, imagenet, checkpoint paths (default random,imagenet)")
     bm.add_argument("--seeds", type=int, help="seeds per init and fraction (default 2)")
     bm.add_argument("--label-fractions", dest="label_fractions", help="comma list in (0,1] (default 0.1,1.0)")

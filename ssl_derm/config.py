@@ -49,9 +49,7 @@ class EngineConfig:
         _check_positive(self, "batch_size", "epochs", "num_nodes", "log_every_n_steps")
         _check_positive(self, "lr", strict=True)
         if self.image_size is not None and (self.image_size < 32 or self.image_size % 32):
-            raise UserError(
-                f"image_size={self.image_size}: must be a multiple of 32 and >= 32 (e.g. 96, 128, 224)"
-            )
+            raise UserError(f"image_size={self.image_size}: must be a multiple of 32 and >= 32 (e.g. 96, 128, 224)")
         if self.weight_decay < 0 or self.warmup_epochs < 0:
             raise UserError("weight_decay and warmup_epochs must be >= 0")
         fr = self.split_fractions

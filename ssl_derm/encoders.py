@@ -81,8 +81,9 @@ def _random_encoder(spec: EncoderSpec) -> nn.Module:
 def _imagenet_encoder(name: str, spec: EncoderSpec) -> nn.Module:
     if name == "efficientnet-lite0":
         encoder = _random_encoder(spec)
-        state = {k: v for k, v in _lite0_imagenet_state().items()
-                 if not k.startswith(("conv_head.", "bn2.", "classifier."))}
+        state = {
+            k: v for k, v in _lite0_imagenet_state().items() if not k.startswith(("conv_head.", "bn2.", "classifier."))
+        }
         encoder.model.load_state_dict(state, strict=True)
         return encoder
     try:

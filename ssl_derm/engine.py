@@ -89,8 +89,10 @@ def run_dir(out: str | None, command: str, overwrite: bool = False, resume: bool
     if path.exists() and not path.is_dir():
         raise UserError(f"--out {path}: exists and is not a folder")
     if path.is_dir() and any(path.iterdir()) and not (overwrite or resume):
-        raise UserError(f"--out {path}: folder is not empty; pass --overwrite to replace its contents "
-                        "or --resume to continue the run")
+        raise UserError(
+            f"--out {path}: folder is not empty; pass --overwrite to replace its contents "
+            "or --resume to continue the run"
+        )
     if overwrite and path.is_dir() and not resume:
         _clear(path)
     path.mkdir(parents=True, exist_ok=True)
@@ -135,9 +137,15 @@ def quiet_lightning() -> None:
     warnings.filterwarnings("ignore", message="Current step number .* exceeds max_steps", category=RuntimeWarning)
 
 
-def make_trainer(cfg, out: Path, *, callbacks: list[Callback] | None = None, max_epochs: int | None = None,
-                 checkpoint_every_n_steps: int = 200, enable_val: bool = True,
-                 steps_per_epoch: int | None = None) -> pl.Trainer:
+def make_trainer(
+    cfg,
+    out: Path,
+    *,
+    callbacks: list[Callback] | None = None,
+    checkpoint_every_n_steps: int = 200,
+    enable_val: bool = True,
+    steps_per_epoch: int | None = None,
+) -> pl.Trainer:
     """A Trainer for ``cfg`` (an EngineConfig) writing everything under ``out``."""
     quiet_lightning()
     devices = cfg.devices if cfg.devices == "auto" else int(cfg.devices)
@@ -155,13 +163,17 @@ def make_trainer(cfg, out: Path, *, callbacks: list[Callback] | None = None, max
         num_nodes=cfg.num_nodes,
         strategy=strategy,
         precision=cfg.precision,
-        max_epochs=max_epochs if max_epochs is not None else cfg.epochs,
+        max_epochs=cfg.epochs,
         max_steps=cfg.max_steps,
         logger=TensorBoardLogger(save_dir=str(out), name="tensorboard", version="", default_hp_metric=False),
         # last.ckpt is written after the command's own callbacks (e.g. ssl.ckpt), so a run that
         # can be resumed always has its portable checkpoint of the same epoch beside it.
-        callbacks=[LearningRateMonitor(logging_interval="step"), Throughput(), *(callbacks or []),
-                   LastCheckpoint(out / "checkpoints" / "last.ckpt", checkpoint_every_n_steps)],
+        callbacks=[
+            LearningRateMonitor(logging_interval="step"),
+            Throughput(),
+            *(callbacks or []),
+            LastCheckpoint(out / "checkpoints" / "last.ckpt", checkpoint_every_n_steps),
+        ],
         plugins=[AtomicCheckpointIO()],
         # Only our checkpoints (last.ckpt, and fine-tuning's best.ckpt), not Lightning's default extra one.
         enable_checkpointing=any(isinstance(c, ModelCheckpoint) for c in callbacks or []),
@@ -185,5 +197,6 @@ def cosine_schedule(optimizer, cfg, steps_per_epoch: int) -> dict:
     return {"optimizer": optimizer, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
 
-def accelerator_kwargs(trainer: pl.Trainer) -> dict:
-    return {"pin_memory": trainer.strategy.root_device.type == "cuda"}
+def pin_memory(trainer: pl.Trainer) -> bool:
+    """Pinned host memory only pays off when batches go to a GPU."""
+    return trainer.strategy.root_device.type == "cuda"

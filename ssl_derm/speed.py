@@ -61,8 +61,12 @@ def _plain_loop(model_step, params, x: torch.Tensor, y: torch.Tensor | None, ste
 
 
 def _entry(ours: float, plain: float, **extra) -> dict:
-    return {"images_per_s": round(ours, 2), "plain_loop_images_per_s": round(plain, 2),
-            "ratio": round(ours / plain, 3), **extra}
+    return {
+        "images_per_s": round(ours, 2),
+        "plain_loop_images_per_s": round(plain, 2),
+        "ratio": round(ours / plain, 3),
+        **extra,
+    }
 
 
 def _bench_training(kind: str, lab, size: int, batch: int, steps: int, warmup: int, out: Path) -> dict:
@@ -71,8 +75,14 @@ def _bench_training(kind: str, lab, size: int, batch: int, steps: int, warmup: i
     from ssl_derm.pretext.module import PretextModule
 
     spec = encoder_spec("efficientnet-lite0")
-    common = dict(encoder="efficientnet-lite0", image_size=size, batch_size=batch, max_steps=warmup + steps,
-                  progress=False, log_every_n_steps=10)
+    common = dict(
+        encoder="efficientnet-lite0",
+        image_size=size,
+        batch_size=batch,
+        max_steps=warmup + steps,
+        progress=False,
+        log_every_n_steps=10,
+    )
     idx = lab.indices("all")
     need = batch * (warmup + steps + 1)
     idx = np.resize(idx, max(len(idx), need))  # repeat the sample so one epoch covers every timed step
@@ -131,8 +141,11 @@ def _bench_loader(lab, size: int, epochs: int, batch: int) -> dict:
     for _ in range(epochs):
         for images, _labels in loader:
             n += len(images)
-    return _entry(n / (time.perf_counter() - t0), plain, note="cached uint8 loader after the first epoch "
-                  "vs PIL decode + resize per image per epoch")
+    return _entry(
+        n / (time.perf_counter() - t0),
+        plain,
+        note="cached uint8 loader after the first epoch vs PIL decode + resize per image per epoch",
+    )
 
 
 def _archive_rss(members: int, jpegs: list[bytes], work: Path) -> int:
@@ -142,10 +155,12 @@ def _archive_rss(members: int, jpegs: list[bytes], work: Path) -> int:
         for i in range(members):
             zf.writestr(f"img/{i:06d}.jpg", jpegs[i % len(jpegs)])
     # VmHWM, not ru_maxrss: Linux carries ru_maxrss over from the forking parent across exec.
-    code = ("from ssl_derm.data import open_unlabeled, decode_source; "
-            f"d = decode_source(open_unlabeled({str(archive)!r}), 64, {str(work / 'cache')!r}, progress=False); "
-            "assert d.ok.sum() == len(d.names); "
-            "print(next(int(l.split()[1]) for l in open('/proc/self/status') if l.startswith('VmHWM')))")
+    code = (
+        "from ssl_derm.data import open_unlabeled, decode_source; "
+        f"d = decode_source(open_unlabeled({str(archive)!r}), 64, {str(work / 'cache')!r}, progress=False); "
+        "assert d.ok.sum() == len(d.names); "
+        "print(next(int(l.split()[1]) for l in open('/proc/self/status') if l.startswith('VmHWM')))"
+    )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     archive.unlink()
     return int(done.stdout.strip().splitlines()[-1]) * 1024
@@ -157,11 +172,21 @@ def run_bench_speed(out: str | None, quick: bool, data: str | None, overwrite: b
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         lab = prepare_labeled(data, size, cache_dir=tmp / "cache", progress=False)
-        result: dict = {"machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
-                                    "torch_threads": torch.get_num_threads(),
-                                    "device": "cuda" if torch.cuda.is_available() else "cpu"},
-                        "settings": {"image_size": size, "batch_size": batch, "timed_steps": steps,
-                                     "encoder": "efficientnet-lite0", "quick": quick}}
+        result: dict = {
+            "machine": {
+                "platform": platform.platform(),
+                "cpus": os.cpu_count(),
+                "torch_threads": torch.get_num_threads(),
+                "device": "cuda" if torch.cuda.is_available() else "cpu",
+            },
+            "settings": {
+                "image_size": size,
+                "batch_size": batch,
+                "timed_steps": steps,
+                "encoder": "efficientnet-lite0",
+                "quick": quick,
+            },
+        }
         result["loader"] = _bench_loader(lab, size, 2 if quick else 3, batch)
         for kind in ("context_restore", "rotation", "finetune"):
             print(f"timing {kind} ...", flush=True)
@@ -176,8 +201,10 @@ def run_bench_speed(out: str | None, quick: bool, data: str | None, overwrite: b
     (folder / "speed.json").write_text(json.dumps(result, indent=2))
     for key in ("loader", "pretrain_context_restore", "pretrain_rotation", "finetune", "inference"):
         r = result[key]
-        print(f"{key:26s} {r['images_per_s']:9.1f} img/s   plain {r['plain_loop_images_per_s']:9.1f}   "
-              f"ratio {r['ratio']:.2f}")
+        print(
+            f"{key:26s} {r['images_per_s']:9.1f} img/s   plain {r['plain_loop_images_per_s']:9.1f}   "
+            f"ratio {r['ratio']:.2f}"
+        )
     print(f"peak RSS streaming archives: {result['archive_streaming_peak_rss_mb']} MB")
     print(f"wrote {folder / 'speed.json'}")
     return result
@@ -199,7 +226,7 @@ def _bench_inference(lab, batch: int) -> dict:
     x = norm.to(device)(to_float(images.to(device))).contiguous(memory_format=torch.channels_last)
     t0 = time.perf_counter()
     for i in range(0, len(x), batch):
-        model(x[i:i + batch]).softmax(1)
+        model(x[i : i + batch]).softmax(1)
     return _entry(ours, len(x) / (time.perf_counter() - t0))
 
 

@@ -11,9 +11,16 @@ from ssl_derm.errors import UserError
 
 def _save(path, encoder=None, **extra):
     encoder = encoder or build_encoder("resnet18")
-    return save_checkpoint(path, encoder_name="resnet18", encoder_state_dict=encoder.state_dict(), image_size=64,
-                           normalization={"mean": [0.5] * 3, "std": [0.5] * 3}, task="rotation",
-                           config={"lr": 0.1}, **extra)
+    return save_checkpoint(
+        path,
+        encoder_name="resnet18",
+        encoder_state_dict=encoder.state_dict(),
+        image_size=64,
+        normalization={"mean": [0.5] * 3, "std": [0.5] * 3},
+        task="rotation",
+        config={"lr": 0.1},
+        **extra,
+    )
 
 
 def test_round_trip_loads_with_weights_only_and_strict_keys(tmp_path):
@@ -34,10 +41,13 @@ def test_wrong_encoder_is_named(tmp_path):
         build_encoder("resnet50", path)
 
 
-@pytest.mark.parametrize("content, message", [
-    ({"weights": 1}, "not an ssl-derm checkpoint"),
-    ({"format": "ssl-derm", "format_version": 99}, "unsupported checkpoint format_version 99"),
-])
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ({"weights": 1}, "not an ssl-derm checkpoint"),
+        ({"format": "ssl-derm", "format_version": 99}, "unsupported checkpoint format_version 99"),
+    ],
+)
 def test_foreign_files_are_refused(tmp_path, content, message):
     path = tmp_path / "x.ckpt"
     torch.save(content, path)

@@ -52,9 +52,26 @@ def test_data_split_writes_lesion_disjoint_splits(tmp_path):
 @pytest.fixture(scope="module")
 def pretrained(tmp_path_factory):
     out = tmp_path_factory.mktemp("runs") / "cr"
-    code = main(["pretrain", "--task", "context_restore", "--out", str(out), "--max-steps", "3",
-                 "--unlabeled", str(_sample_zip()), "--data", str(_sample_dir()), *TINY,
-                 "--set", "log_images_every_n_steps=2", "--set", "swaps=5"])
+    code = main(
+        [
+            "pretrain",
+            "--task",
+            "context_restore",
+            "--out",
+            str(out),
+            "--max-steps",
+            "3",
+            "--unlabeled",
+            str(_sample_zip()),
+            "--data",
+            str(_sample_dir()),
+            *TINY,
+            "--set",
+            "log_images_every_n_steps=2",
+            "--set",
+            "swaps=5",
+        ]
+    )
     assert code == 0
     return out
 
@@ -96,8 +113,20 @@ def test_resume_continues_from_the_saved_step(pretrained, tmp_path):
 
     run = tmp_path / "cr"
     shutil.copytree(pretrained, run)
-    args = ["pretrain", "--task", "context_restore", "--out", str(run), "--unlabeled", str(_sample_zip()),
-            "--data", str(_sample_dir()), *TINY, "--set", "swaps=5"]
+    args = [
+        "pretrain",
+        "--task",
+        "context_restore",
+        "--out",
+        str(run),
+        "--unlabeled",
+        str(_sample_zip()),
+        "--data",
+        str(_sample_dir()),
+        *TINY,
+        "--set",
+        "swaps=5",
+    ]
     assert main([*args, "--max-steps", "5"]) == 2  # non-empty folder without --resume/--overwrite
     assert main([*args, "--max-steps", "5", "--resume"]) == 0
     assert torch.load(run / "ssl.ckpt", weights_only=True)["global_step"] == 5
@@ -105,14 +134,38 @@ def test_resume_continues_from_the_saved_step(pretrained, tmp_path):
 
 def test_finetune_evaluate_benchmark_end_to_end(pretrained, tmp_path, capsys):
     ft = tmp_path / "ft"
-    assert main(["finetune", "--init", str(pretrained / "ssl.ckpt"), "--out", str(ft), "--epochs", "1",
-                 "--batch-size", "16", "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "finetune",
+                "--init",
+                str(pretrained / "ssl.ckpt"),
+                "--out",
+                str(ft),
+                "--epochs",
+                "1",
+                "--batch-size",
+                "16",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     metrics = json.loads((ft / "metrics.json").read_text())
-    for key in ("accuracy", "balanced_accuracy", "macro_f1", "weighted_f1", "auc_macro", "per_class",
-                "confusion_matrix", "n_images"):
+    for key in (
+        "accuracy",
+        "balanced_accuracy",
+        "macro_f1",
+        "weighted_f1",
+        "auc_macro",
+        "per_class",
+        "confusion_matrix",
+        "n_images",
+    ):
         assert key in metrics
     assert metrics["split"] == "test" and metrics["n_images"] == int(
-        (pd.read_csv(ft / "splits.csv")["split"] == "test").sum())
+        (pd.read_csv(ft / "splits.csv")["split"] == "test").sum()
+    )
     model = torch.load(ft / "model.ckpt", weights_only=True)
     assert model["image_size"] == 64 and len(model["class_names"]) == 7  # image size came from ssl.ckpt
 
@@ -123,12 +176,36 @@ def test_finetune_evaluate_benchmark_end_to_end(pretrained, tmp_path, capsys):
     assert pred.filter(like="prob_").sum(axis=1).round(4).eq(1).all()
 
     bm = tmp_path / "bm"
-    args = ["benchmark", "--inits", f"random,{pretrained / 'ssl.ckpt'}", "--seeds", "1", "--label-fractions",
-            "0.5,1.0", "--epochs", "1", "--image-size", "64", "--batch-size", "16", "--out", str(bm), "--no-progress"]
+    args = [
+        "benchmark",
+        "--inits",
+        f"random,{pretrained / 'ssl.ckpt'}",
+        "--seeds",
+        "1",
+        "--label-fractions",
+        "0.5,1.0",
+        "--epochs",
+        "1",
+        "--image-size",
+        "64",
+        "--batch-size",
+        "16",
+        "--out",
+        str(bm),
+        "--no-progress",
+    ]
     assert main(args) == 0
     results = pd.read_csv(bm / "results.csv")
-    assert list(results.columns) == ["init", "label_fraction", "seed", "accuracy", "balanced_accuracy", "macro_f1",
-                                     "weighted_f1", "auc_macro"]
+    assert list(results.columns) == [
+        "init",
+        "label_fraction",
+        "seed",
+        "accuracy",
+        "balanced_accuracy",
+        "macro_f1",
+        "weighted_f1",
+        "auc_macro",
+    ]
     assert sorted(set(results["init"])) == ["context_restore", "random"] and len(results) == 4
     for name in ("results.md", "label_efficiency.png", "confusion_random.png", "confusion_context_restore.png"):
         assert (bm / name).is_file(), name

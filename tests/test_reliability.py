@@ -32,16 +32,33 @@ def _one_line_error(capsys, code, expected: str):
 def test_messy_archive_is_skipped_listed_and_summarised(tmp_path, jpeg_bytes, capsys):
     messy = write_messy_folder(tmp_path / "messy", jpeg_bytes)
     out = tmp_path / "run"
-    assert main(["pretrain", "--task", "rotation", "--unlabeled", str(messy), "--out", str(out),
-                 "--max-steps", "1", *TINY]) == 0
+    assert (
+        main(
+            ["pretrain", "--task", "rotation", "--unlabeled", str(messy), "--out", str(out), "--max-steps", "1", *TINY]
+        )
+        == 0
+    )
     assert "skipped 3 of 8 files" in capsys.readouterr().out
     listed = (out / "skipped.txt").read_text().splitlines()
     assert sorted(line.split("\t")[0].split("/")[-1] for line in listed) == ["empty.jpg", "notes.bin", "truncated.jpg"]
     assert (out / "ssl.ckpt").is_file()
 
     strict = tmp_path / "strict"
-    code = main(["pretrain", "--task", "rotation", "--unlabeled", str(messy), "--out", str(strict),
-                 "--max-steps", "1", "--strict", *TINY])
+    code = main(
+        [
+            "pretrain",
+            "--task",
+            "rotation",
+            "--unlabeled",
+            str(messy),
+            "--out",
+            str(strict),
+            "--max-steps",
+            "1",
+            "--strict",
+            *TINY,
+        ]
+    )
     _one_line_error(capsys, code, "--strict: 3 unreadable file(s)")
     assert not (strict / "ssl.ckpt").exists()
 
@@ -55,33 +72,70 @@ def _csv(tmp_path: Path, rows: pd.DataFrame, name="labels.csv") -> Path:
 def test_bad_labelled_sources_exit_2_before_training(tmp_path, sample_table, capsys):
     rows = sample_table.copy()
     no_label = _csv(tmp_path, rows.drop(columns=["label"]), "a.csv")
-    _one_line_error(capsys, main(["finetune", "--init", "random", "--data", str(no_label), "--out",
-                                  str(tmp_path / "r1"), *TINY]), "missing column(s) label")
+    _one_line_error(
+        capsys,
+        main(["finetune", "--init", "random", "--data", str(no_label), "--out", str(tmp_path / "r1"), *TINY]),
+        "missing column(s) label",
+    )
     ghost = rows.copy()
     ghost.loc[0, "image"] = str(tmp_path / "ISIC_missing.jpg")
-    _one_line_error(capsys, main(["finetune", "--init", "random", "--data", str(_csv(tmp_path, ghost, "b.csv")),
-                                  "--out", str(tmp_path / "r2"), *TINY]), "ISIC_missing.jpg")
+    _one_line_error(
+        capsys,
+        main(
+            [
+                "finetune",
+                "--init",
+                "random",
+                "--data",
+                str(_csv(tmp_path, ghost, "b.csv")),
+                "--out",
+                str(tmp_path / "r2"),
+                *TINY,
+            ]
+        ),
+        "ISIC_missing.jpg",
+    )
     empty = _csv(tmp_path, rows.head(0), "c.csv")
-    _one_line_error(capsys, main(["finetune", "--init", "random", "--data", str(empty), "--out",
-                                  str(tmp_path / "r3"), *TINY]), "holds no images")
+    _one_line_error(
+        capsys,
+        main(["finetune", "--init", "random", "--data", str(empty), "--out", str(tmp_path / "r3"), *TINY]),
+        "holds no images",
+    )
     # a class that only occurs outside the training split
     split = rows.copy()
     split["split"] = "train"
     split.loc[split["label"] == "df", "split"] = "val"
     first_groups = split[split["label"] == "nv"]["group"].unique()[:5]
     split.loc[split["group"].isin(first_groups), "split"] = "test"
-    _one_line_error(capsys, main(["finetune", "--init", "random", "--data", str(_csv(tmp_path, split, "d.csv")),
-                                  "--out", str(tmp_path / "r4"), *TINY]), "have no training images")
+    _one_line_error(
+        capsys,
+        main(
+            [
+                "finetune",
+                "--init",
+                "random",
+                "--data",
+                str(_csv(tmp_path, split, "d.csv")),
+                "--out",
+                str(tmp_path / "r4"),
+                *TINY,
+            ]
+        ),
+        "have no training images",
+    )
     assert not any((tmp_path / f"r{i}" / "model.ckpt").exists() for i in range(1, 5))
 
 
 def test_bad_flags_name_the_valid_range(tmp_path, capsys):
-    _one_line_error(capsys, main(["finetune", "--label-fraction", "1.5", "--out", str(tmp_path / "a")]),
-                    "label_fraction=1.5: must be in (0, 1]")
-    _one_line_error(capsys, main(["pretrain", "--set", "nonsense=1", "--out", str(tmp_path / "b")]),
-                    "unknown setting 'nonsense'")
-    _one_line_error(capsys, main(["pretrain", "--image-size", "-64", "--out", str(tmp_path / "c")]),
-                    "multiple of 32")
+    _one_line_error(
+        capsys,
+        main(["finetune", "--label-fraction", "1.5", "--out", str(tmp_path / "a")]),
+        "label_fraction=1.5: must be in (0, 1]",
+    )
+    _one_line_error(
+        capsys, main(["pretrain", "--set", "nonsense=1", "--out", str(tmp_path / "b")]), "unknown setting 'nonsense'"
+    )
+    _one_line_error(capsys, main(["pretrain", "--image-size", "-64", "--out", str(tmp_path / "c")]), "multiple of 32")
 
 
 class _Evil:
@@ -99,8 +153,11 @@ def test_hostile_and_broken_checkpoints_are_refused(tmp_path, capsys):
     assert not (tmp_path / "pwned").exists()
     with open(tmp_path / "plain.pkl", "wb") as f:
         pickle.dump({"format": "ssl-derm"}, f)
-    _one_line_error(capsys, main(["finetune", "--init", str(tmp_path / "plain.pkl"), "--out", str(tmp_path / "b")]),
-                    str(tmp_path / "plain.pkl"))
+    _one_line_error(
+        capsys,
+        main(["finetune", "--init", str(tmp_path / "plain.pkl"), "--out", str(tmp_path / "b")]),
+        str(tmp_path / "plain.pkl"),
+    )
     _one_line_error(capsys, main(["evaluate", "--checkpoint", str(tmp_path / "missing.ckpt")]), "not found")
 
 
@@ -111,12 +168,22 @@ def test_evaluate_refuses_labels_outside_the_model(tmp_path, sample_table, capsy
     from ssl_derm.encoders import build_encoder, encoder_spec
 
     model = Classifier(build_encoder("resnet18"), 2)
-    ckpt = save_checkpoint(tmp_path / "model.ckpt", encoder_name="resnet18",
-                           encoder_state_dict=model.encoder.state_dict(), image_size=64,
-                           normalization=encoder_spec("resnet18").normalization, task="classifier",
-                           config={}, head_state_dict=model.head.state_dict(), class_names=["mel", "nv"])
-    _one_line_error(capsys, main(["evaluate", "--checkpoint", str(ckpt), "--out", str(tmp_path / "ev")]),
-                    "are not among the model's classes")
+    ckpt = save_checkpoint(
+        tmp_path / "model.ckpt",
+        encoder_name="resnet18",
+        encoder_state_dict=model.encoder.state_dict(),
+        image_size=64,
+        normalization=encoder_spec("resnet18").normalization,
+        task="classifier",
+        config={},
+        head_state_dict=model.head.state_dict(),
+        class_names=["mel", "nv"],
+    )
+    _one_line_error(
+        capsys,
+        main(["evaluate", "--checkpoint", str(ckpt), "--out", str(tmp_path / "ev")]),
+        "are not among the model's classes",
+    )
 
 
 def test_non_empty_out_is_never_overwritten_silently(tmp_path, capsys):
@@ -148,8 +215,9 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monk
     err = capsys.readouterr().err
     assert code == 1 and "non-finite training loss" in err and "Traceback" not in err
     ckpt = torch.load(out / "ssl.ckpt", weights_only=True)
-    assert ckpt["epochs_completed"] == 1 and all(torch.isfinite(v).all() for v in ckpt["encoder_state_dict"].values()
-                                      if v.is_floating_point())
+    assert ckpt["epochs_completed"] == 1 and all(
+        torch.isfinite(v).all() for v in ckpt["encoder_state_dict"].values() if v.is_floating_point()
+    )
 
 
 def _cli(*args: str) -> list[str]:
@@ -182,9 +250,29 @@ def test_kill_minus_9_then_resume_finishes(tmp_path):
 def test_two_process_ddp_on_cpu(tmp_path):
     out = tmp_path / "ddp"
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    done = subprocess.run(_cli("pretrain", "--task", "rotation", "--accelerator", "cpu", "--devices", "2",
-                               "--max-steps", "2", "--out", str(out), "--data", str(sample_dir()), *TINY),
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    done = subprocess.run(
+        _cli(
+            "pretrain",
+            "--task",
+            "rotation",
+            "--accelerator",
+            "cpu",
+            "--devices",
+            "2",
+            "--max-steps",
+            "2",
+            "--out",
+            str(out),
+            "--data",
+            str(sample_dir()),
+            *TINY,
+        ),
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     ckpt = torch.load(out / "ssl.ckpt", weights_only=True)
     assert ckpt["global_step"] == 2

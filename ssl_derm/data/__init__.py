@@ -8,8 +8,24 @@ from ssl_derm.data.splits import class_weights, label_fraction, make_splits, rea
 from ssl_derm.data.transforms import Normalize, to_float, train_augment
 
 __all__ = [
-    "BankDataset", "Decoded", "FileList", "ImageBank", "ImageSource", "Normalize", "class_weights",
-    "decode_source", "default_cache_dir", "label_fraction", "load_labeled", "make_loader",
-    "make_splits", "open_unlabeled", "read_splits", "sample_dir", "sample_unlabeled",
-    "to_float", "train_augment", "write_splits",
+    "BankDataset",
+    "Decoded",
+    "FileList",
+    "ImageBank",
+    "ImageSource",
+    "Normalize",
+    "class_weights",
+    "decode_source",
+    "default_cache_dir",
+    "label_fraction",
+    "load_labeled",
+    "make_loader",
+    "make_splits",
+    "open_unlabeled",
+    "read_splits",
+    "sample_dir",
+    "sample_unlabeled",
+    "to_float",
+    "train_augment",
+    "write_splits",
 ]

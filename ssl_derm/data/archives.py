@@ -136,6 +136,4 @@ def open_unlabeled(spec: str | Path) -> ImageSource:
         lines = [ln.strip() for ln in path.read_text().splitlines()]
         paths = [str((base / ln).resolve()) for ln in lines if ln and not ln.startswith("#")]
         return FileList(str(path), paths)
-    raise UserError(
-        f"--unlabeled {spec}: unsupported; give a folder, .zip, .tar[.gz], a glob or a .txt list"
-    )
+    raise UserError(f"--unlabeled {spec}: unsupported; give a folder, .zip, .tar[.gz], a glob or a .txt list")

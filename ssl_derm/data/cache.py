@@ -87,8 +87,13 @@ def decode_source(
     ok = np.zeros(len(source), bool)
     skipped: list[tuple[str, str]] = []
     blank = np.zeros(shape[1:], np.uint8)
-    bar = tqdm(total=len(source), desc=f"decoding {Path(source.label).name} @{size}px",
-               unit="img", disable=not progress, leave=False)
+    bar = tqdm(
+        total=len(source),
+        desc=f"decoding {Path(source.label).name} @{size}px",
+        unit="img",
+        disable=not progress,
+        leave=False,
+    )
     # Appended chunk by chunk with plain writes (not through a memory map, whose written
     # pages would stay resident): memory stays flat however large the archive is.
     with open(tmp, "wb") as f, ThreadPoolExecutor(max_workers=threads or min(8, os.cpu_count() or 1)) as pool:

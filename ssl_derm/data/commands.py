@@ -17,15 +17,19 @@ from ssl_derm.errors import UserError
 
 
 def _is_labeled(path: Path) -> bool:
-    return (path.is_dir() and (path / HAM_METADATA).is_file()) or path.suffix.lower() == ".csv" or (
-        path.is_dir() and any(p.is_dir() for p in path.iterdir()) and not any(p.is_file() for p in path.iterdir()))
+    return (
+        (path.is_dir() and (path / HAM_METADATA).is_file())
+        or path.suffix.lower() == ".csv"
+        or (path.is_dir() and any(p.is_dir() for p in path.iterdir()) and not any(p.is_file() for p in path.iterdir()))
+    )
 
 
 def find_unreadable(source: ImageSource, progress: bool = True) -> list[tuple[str, str]]:
     """Fully decode every member at a tiny draft size; return (name, reason) of failures."""
     bad = []
-    for name, data in tqdm(source.iter_bytes(), total=len(source), desc="checking images", unit="img",
-                           disable=not progress, leave=False):
+    for name, data in tqdm(
+        source.iter_bytes(), total=len(source), desc="checking images", unit="img", disable=not progress, leave=False
+    ):
         try:
             if not data:
                 raise ValueError("empty file" if data == b"" else "unreadable member")
@@ -46,8 +50,13 @@ def inspect_command(path: str | None, as_json: bool) -> int:
     if _is_labeled(p):
         table = load_labeled(p)
         counts = table["label"].value_counts().sort_index()
-        report = {"source": str(p), "kind": "labeled", "images": int(len(table)),
-                  "classes": {k: int(v) for k, v in counts.items()}, "groups": int(table["group"].nunique())}
+        report = {
+            "source": str(p),
+            "kind": "labeled",
+            "images": int(len(table)),
+            "classes": {k: int(v) for k, v in counts.items()},
+            "groups": int(table["group"].nunique()),
+        }
         source: ImageSource = FileList(str(p), list(table["image"]))
     else:
         source = open_unlabeled(p)

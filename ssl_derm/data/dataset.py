@@ -68,9 +68,24 @@ def _passthrough(batch):
     return batch
 
 
-def make_loader(dataset: BankDataset, batch_size: int, shuffle: bool, seed: int,
-                drop_last: bool = False, sampler=None, pin_memory: bool = False) -> DataLoader:
+def make_loader(
+    dataset: BankDataset,
+    batch_size: int,
+    shuffle: bool,
+    seed: int,
+    drop_last: bool = False,
+    sampler=None,
+    pin_memory: bool = False,
+) -> DataLoader:
     gen = torch.Generator().manual_seed(seed)
-    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle and sampler is None,
-                      sampler=sampler, drop_last=drop_last, generator=gen,
-                      collate_fn=_passthrough, num_workers=0, pin_memory=pin_memory)
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=shuffle and sampler is None,
+        sampler=sampler,
+        drop_last=drop_last,
+        generator=gen,
+        collate_fn=_passthrough,
+        num_workers=0,
+        pin_memory=pin_memory,
+    )

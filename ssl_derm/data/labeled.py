@@ -34,17 +34,25 @@ class LabeledData:
         return self.rows(split)["label"].map(lookup).to_numpy()
 
 
-def prepare_labeled(data, image_size: int, *, fractions=(0.7, 0.15, 0.15), seed: int = 0,
-                    splits: str | Path | None = None, cache_dir=None, progress: bool = True,
-                    classes: list[str] | None = None) -> LabeledData:
+def prepare_labeled(
+    data,
+    image_size: int,
+    *,
+    fractions=(0.7, 0.15, 0.15),
+    seed: int = 0,
+    splits: str | Path | None = None,
+    cache_dir=None,
+    progress: bool = True,
+    classes: list[str] | None = None,
+) -> LabeledData:
     """Load, split (or read ``splits``), and decode a labelled source."""
     table = read_splits(splits) if splits else make_splits(load_labeled(data), fractions, seed)
-    decoded = decode_source(FileList(str(data or "sample"), list(table["image"])), image_size,
-                            cache_dir, progress)
+    decoded = decode_source(FileList(str(data or "sample"), list(table["image"])), image_size, cache_dir, progress)
     if decoded.skipped:
         names = ", ".join(Path(n).name for n, _ in decoded.skipped[:3])
-        warnings.warn(f"{len(decoded.skipped)} labelled image(s) could not be decoded and are left out: {names}",
-                      stacklevel=2)
+        warnings.warn(
+            f"{len(decoded.skipped)} labelled image(s) could not be decoded and are left out: {names}", stacklevel=2
+        )
     bank = ImageBank([decoded])
     table = table[decoded.ok].copy()
     table["row"] = np.arange(len(table))

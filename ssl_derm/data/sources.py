@@ -64,9 +64,7 @@ def _read_csv(path: Path, required: tuple[str, ...]) -> pd.DataFrame:
         raise UserError(f"{path}: cannot read CSV ({str(e).splitlines()[0]})") from None
     missing = [c for c in required if c not in table.columns]
     if missing:
-        raise UserError(
-            f"{path}: missing column(s) {', '.join(missing)}; found {', '.join(table.columns)}"
-        )
+        raise UserError(f"{path}: missing column(s) {', '.join(missing)}; found {', '.join(table.columns)}")
     return table
 
 

@@ -21,8 +21,14 @@ def test_csv_source_relative_paths_and_split(tmp_path, sample_table):
     for p in rows["image"]:
         shutil.copy(p, img_dir)
     csv = tmp_path / "labels.csv"
-    pd.DataFrame({"image": ["imgs/" + p.split("/")[-1] for p in rows["image"]], "label": rows["label"],
-                  "group": rows["group"], "split": ["train"] * 8 + ["val"] * 2 + ["test"] * 2}).to_csv(csv, index=False)
+    pd.DataFrame(
+        {
+            "image": ["imgs/" + p.split("/")[-1] for p in rows["image"]],
+            "label": rows["label"],
+            "group": rows["group"],
+            "split": ["train"] * 8 + ["val"] * 2 + ["test"] * 2,
+        }
+    ).to_csv(csv, index=False)
     table = load_labeled(csv)
     assert len(table) == 12 and (table["split"] == "train").sum() == 8
     assert all(p.startswith(str(tmp_path)) for p in table["image"])
@@ -37,11 +43,14 @@ def test_image_folder_source(tmp_path, sample_table):
     assert sorted(table["label"].value_counts().items()) == [("mel", 3), ("nv", 3)]
 
 
-@pytest.mark.parametrize("content, message", [
-    ("path,label\na.jpg,nv\n", "missing column(s) image"),
-    ("image,label\nnope.jpg,nv\n", "do not exist (first: nope.jpg)"),
-    ("image,label\n", "holds no images"),
-])
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ("path,label\na.jpg,nv\n", "missing column(s) image"),
+        ("image,label\nnope.jpg,nv\n", "do not exist (first: nope.jpg)"),
+        ("image,label\n", "holds no images"),
+    ],
+)
 def test_bad_csv_is_one_clear_error(tmp_path, content, message):
     csv = tmp_path / "x.csv"
     csv.write_text(content)

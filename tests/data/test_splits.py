@@ -26,7 +26,7 @@ def test_label_fraction_is_grouped_subset_of_train(sample_table):
     assert set(small_train["label"]) == set(train["label"])  # every class kept
     kept = set(small_train["group"])
     assert set(train[train["group"].isin(kept)]["image"]) == set(small_train["image"])  # whole lesions
-    assert (small[small["split"] != "train"]["image"].tolist() == table[table["split"] != "train"]["image"].tolist())
+    assert small[small["split"] != "train"]["image"].tolist() == table[table["split"] != "train"]["image"].tolist()
 
 
 def test_class_weights():
