@@ -19,7 +19,7 @@ from ssl_derm.finetune.train import run_finetune
 
 from ssl_derm.checkpoint import init_name
 from ssl_derm.config import BenchmarkConfig, FinetuneConfig, save_yaml
-from ssl_derm.data.labeled import prepare_labeled
+from ssl_derm.data.labeled import labeled_from_config, prepare_labeled
 from ssl_derm.data.splits import write_splits
 from ssl_derm.encoders import resolve_encoder_settings
 from ssl_derm.engine import run_dir
@@ -71,17 +71,7 @@ def run_benchmark(cfg: BenchmarkConfig, overwrite: bool = False, resume: bool = 
     save_yaml(cfg, out / "config.yaml")
     base = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(FinetuneConfig)}
     first = resolve_encoder_settings(FinetuneConfig(**{**base, "init": cfg.inits[0]}))
-    labs = {
-        first.image_size: prepare_labeled(
-            cfg.data,
-            first.image_size,
-            fractions=cfg.split_fractions,
-            seed=cfg.seed,
-            splits=cfg.splits,
-            cache_dir=cfg.cache_dir,
-            progress=cfg.progress,
-        )
-    }
+    labs = {first.image_size: labeled_from_config(cfg, first.image_size)}
     splits = write_splits(labs[first.image_size].table, out)
     rows, started = [], time.time()
     # Seed-major order: after each seed the table already compares every init and fraction.

@@ -18,7 +18,7 @@ from torch.utils.data import WeightedRandomSampler
 from ssl_derm.checkpoint import init_name, save_checkpoint
 from ssl_derm.config import FinetuneConfig, save_yaml, to_dict
 from ssl_derm.data import BankDataset, Normalize, class_weights, label_fraction, make_loader, write_splits
-from ssl_derm.data.labeled import LabeledData, prepare_labeled
+from ssl_derm.data.labeled import LabeledData, labeled_from_config
 from ssl_derm.encoders import build_encoder, encoder_spec, resolve_encoder_settings
 from ssl_derm.engine import make_trainer, pin_memory, resume_path, run_dir
 from ssl_derm.errors import UserError
@@ -44,15 +44,7 @@ def run_finetune(
     save_yaml(cfg, out / "config.yaml")
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     if lab is None:
-        lab = prepare_labeled(
-            cfg.data,
-            cfg.image_size,
-            fractions=cfg.split_fractions,
-            seed=cfg.seed,
-            splits=cfg.splits,
-            cache_dir=cfg.cache_dir,
-            progress=cfg.progress,
-        )
+        lab = labeled_from_config(cfg)
     lab = LabeledData(label_fraction(lab.table, cfg.label_fraction, cfg.seed), lab.bank, lab.classes)
     write_splits(lab.table, out)
     check_training_classes(lab)

@@ -14,7 +14,7 @@ from ssl_derm.pretext.module import PretextModule
 from ssl_derm.checkpoint import init_name, save_checkpoint
 from ssl_derm.config import PretrainConfig, save_yaml, to_dict
 from ssl_derm.data import BankDataset, ImageBank, decode_source, make_loader, open_unlabeled, write_splits
-from ssl_derm.data.labeled import prepare_labeled
+from ssl_derm.data.labeled import labeled_from_config
 from ssl_derm.encoders import build_encoder, encoder_spec, resolve_encoder_settings
 from ssl_derm.engine import make_trainer, pin_memory, resume_path, run_dir
 from ssl_derm.errors import UserError
@@ -48,14 +48,7 @@ def build_pool(cfg: PretrainConfig, out: Path):
     skipped: list[tuple[str, str]] = []
     total = 0
     if cfg.data is not None or not cfg.unlabeled:
-        lab = prepare_labeled(
-            cfg.data,
-            cfg.image_size,
-            fractions=cfg.split_fractions,
-            seed=cfg.seed,
-            cache_dir=cfg.cache_dir,
-            progress=cfg.progress,
-        )
+        lab = labeled_from_config(cfg)
         write_splits(lab.table, out)
         parts.append(lab.bank.parts[0])
         pool.append(lab.indices("train"))

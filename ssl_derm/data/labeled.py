@@ -64,3 +64,16 @@ def prepare_labeled(
         if unknown:
             raise UserError(f"label(s) {unknown[:5]} are not among the model's classes {classes}")
     return LabeledData(table.reset_index(drop=True), bank, list(classes))
+
+
+def labeled_from_config(cfg, image_size: int | None = None) -> LabeledData:
+    """``prepare_labeled`` with the data, split, cache and progress settings of an EngineConfig."""
+    return prepare_labeled(
+        cfg.data,
+        image_size or cfg.image_size,
+        fractions=cfg.split_fractions,
+        seed=cfg.seed,
+        splits=getattr(cfg, "splits", None),
+        cache_dir=cfg.cache_dir,
+        progress=cfg.progress,
+    )
