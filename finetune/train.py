@@ -99,12 +99,13 @@ def run_finetune(
     test_split = "test" if len(lab.indices("test")) else "val"
     norm = Normalize(spec.mean, spec.std)
     probs = predict_proba(model, lab.bank.gather(lab.indices(test_split)), norm, trainer.strategy.root_device)
+    name = _safe_init_name(cfg.init)  # reads the init checkpoint once, for metrics and model.ckpt
     metrics = classification_metrics(lab.targets(test_split), probs, lab.classes)
     metrics.update(
         {
             "split": test_split,
             "init": cfg.init,
-            "init_name": _safe_init_name(cfg.init),
+            "init_name": name,
             "label_fraction": cfg.label_fraction,
             "seed": cfg.seed,
             "best_epoch_val_balanced_accuracy": float(best.best_model_score)
@@ -125,7 +126,7 @@ def run_finetune(
         head_state_dict=model.head.state_dict(),
         class_names=list(lab.classes),
         dropout=cfg.dropout,
-        init_chain=_safe_init_name(cfg.init),
+        init_chain=name,
     )
     print(
         f"{test_split}: balanced accuracy {metrics['balanced_accuracy']:.3f}, macro F1 {metrics['macro_f1']:.3f}, "

@@ -70,59 +70,23 @@ def _csv(tmp_path: Path, rows: pd.DataFrame, name="labels.csv") -> Path:
 
 
 def test_bad_labelled_sources_exit_2_before_training(tmp_path, sample_table, capsys):
+    def finetune(rows: pd.DataFrame, name: str) -> int:
+        data = _csv(tmp_path, rows, f"{name}.csv")
+        return main(["finetune", "--init", "random", "--data", str(data), "--out", str(tmp_path / name), *TINY])
+
     rows = sample_table.copy()
-    no_label = _csv(tmp_path, rows.drop(columns=["label"]), "a.csv")
-    _one_line_error(
-        capsys,
-        main(["finetune", "--init", "random", "--data", str(no_label), "--out", str(tmp_path / "r1"), *TINY]),
-        "missing column(s) label",
-    )
+    _one_line_error(capsys, finetune(rows.drop(columns=["label"]), "r1"), "missing column(s) label")
     ghost = rows.copy()
     ghost.loc[0, "image"] = str(tmp_path / "ISIC_missing.jpg")
-    _one_line_error(
-        capsys,
-        main(
-            [
-                "finetune",
-                "--init",
-                "random",
-                "--data",
-                str(_csv(tmp_path, ghost, "b.csv")),
-                "--out",
-                str(tmp_path / "r2"),
-                *TINY,
-            ]
-        ),
-        "ISIC_missing.jpg",
-    )
-    empty = _csv(tmp_path, rows.head(0), "c.csv")
-    _one_line_error(
-        capsys,
-        main(["finetune", "--init", "random", "--data", str(empty), "--out", str(tmp_path / "r3"), *TINY]),
-        "holds no images",
-    )
+    _one_line_error(capsys, finetune(ghost, "r2"), "ISIC_missing.jpg")
+    _one_line_error(capsys, finetune(rows.head(0), "r3"), "holds no images")
     # a class that only occurs outside the training split
     split = rows.copy()
     split["split"] = "train"
     split.loc[split["label"] == "df", "split"] = "val"
     first_groups = split[split["label"] == "nv"]["group"].unique()[:5]
     split.loc[split["group"].isin(first_groups), "split"] = "test"
-    _one_line_error(
-        capsys,
-        main(
-            [
-                "finetune",
-                "--init",
-                "random",
-                "--data",
-                str(_csv(tmp_path, split, "d.csv")),
-                "--out",
-                str(tmp_path / "r4"),
-                *TINY,
-            ]
-        ),
-        "have no training images",
-    )
+    _one_line_error(capsys, finetune(split, "r4"), "have no training images")
     assert not any((tmp_path / f"r{i}" / "model.ckpt").exists() for i in range(1, 5))
 
 
