@@ -35,6 +35,17 @@ def check_training_classes(lab: LabeledData) -> None:
         raise UserError("the validation split is empty; give more images or larger split_fractions[1]")
 
 
+def step_budget(cfg, steps_per_epoch: int):
+    """Raise ``epochs`` so that at least ``min_steps`` optimiser steps run (small label
+    fractions get the same optimisation budget), and stretch ``freeze_epochs`` by the
+    same factor so the frozen warm-up stays the same share of training."""
+    if not cfg.min_steps or cfg.epochs * steps_per_epoch >= cfg.min_steps:
+        return cfg
+    epochs = -(-cfg.min_steps // steps_per_epoch)
+    freeze = round(cfg.freeze_epochs * epochs / cfg.epochs)
+    return dataclasses.replace(cfg, epochs=epochs, freeze_epochs=freeze)
+
+
 def run_finetune(
     cfg: FinetuneConfig, overwrite: bool = False, resume: bool = False, lab: LabeledData | None = None
 ) -> dict:
@@ -55,8 +66,7 @@ def run_finetune(
     alpha = class_weights(y_train, len(lab.classes), cfg.class_weights)
     batch = min(cfg.batch_size, len(y_train))
     steps = max(1, len(y_train) // batch)
-    if cfg.min_steps and cfg.epochs * steps < cfg.min_steps:  # small label fractions: same optimisation budget
-        cfg = dataclasses.replace(cfg, epochs=-(-cfg.min_steps // steps))
+    cfg = step_budget(cfg, steps)
     module = FinetuneModule(model, cfg, spec.normalization, lab.classes, alpha, steps)
     best = ModelCheckpoint(
         dirpath=out / "checkpoints",

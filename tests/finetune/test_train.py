@@ -1,0 +1,40 @@
+"""Fine-tuning schedule: the step budget and the frozen-encoder warm-up, on the bundled sample."""
+
+from __future__ import annotations
+
+import torch
+from ssl_derm.finetune.train import step_budget
+
+from ssl_derm.cli import main
+from ssl_derm.config import FinetuneConfig
+from ssl_derm.encoders import build_encoder
+
+TINY = ["--image-size", "64", "--batch-size", "16", "--no-progress", "--init", "imagenet"]
+
+
+def test_step_budget_stretches_epochs_and_the_frozen_share_together():
+    cfg = FinetuneConfig(epochs=3, freeze_epochs=1, min_steps=80)
+    small = step_budget(cfg, steps_per_epoch=8)  # label fraction 0.1 of HAM10000 at batch 64
+    assert (small.epochs, small.freeze_epochs) == (10, 3)
+    assert step_budget(cfg, steps_per_epoch=88) is cfg  # enough steps already: untouched
+    assert step_budget(FinetuneConfig(epochs=3, min_steps=0), 1).epochs == 3
+    assert step_budget(FinetuneConfig(epochs=3, min_steps=80), 8).freeze_epochs == 0
+
+
+def _encoder_after(tmp_path, name: str, epochs: int, freeze: int) -> dict[str, torch.Tensor]:
+    out = tmp_path / name
+    args = ["finetune", "--out", str(out), "--epochs", str(epochs), "--freeze-epochs", str(freeze), *TINY]
+    assert main(args) == 0
+    state = torch.load(out / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)["state_dict"]
+    return {k.removeprefix("model.encoder."): v for k, v in state.items() if k.startswith("model.encoder.")}
+
+
+def test_frozen_epochs_leave_encoder_weights_and_statistics_untouched(tmp_path):
+    encoder = build_encoder("efficientnet-lite0", "imagenet")
+    imagenet, trainable = encoder.state_dict(), [k for k, _ in encoder.named_parameters()]
+    frozen = _encoder_after(tmp_path, "frozen", epochs=1, freeze=1)
+    assert frozen.keys() == imagenet.keys()
+    assert all(torch.equal(frozen[k], imagenet[k]) for k in imagenet)  # BatchNorm running stats included
+    thawed = _encoder_after(tmp_path, "thawed", epochs=2, freeze=1)
+    still = [k for k in trainable if torch.equal(thawed[k], imagenet[k])]
+    assert not still  # the second epoch trains every encoder parameter
