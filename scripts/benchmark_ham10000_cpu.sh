@@ -4,6 +4,9 @@
 # finished fine-tuning runs are skipped; a half-done pretraining run resumes).
 #
 #   scripts/benchmark_ham10000_cpu.sh [OUT]      (default runs/ham10000_cpu)
+#
+# Environment: DATA, UNLABELED, SSL (the ssl-derm command), ABLATION=0 to skip the
+# fine-tuning recipe ablation at the end.
 set -euo pipefail
 OUT=${1:-runs/ham10000_cpu}
 DATA=${DATA:-../shared/data/ham10000}
@@ -30,3 +33,10 @@ pretrain imagenet+context_restore context_restore imagenet 2 0.0003
 P="$OUT/pretrain"
 $SSL benchmark --config configs/benchmark/ham10000_cpu.yaml --data "$DATA" --out "$OUT/benchmark" --no-progress \
   --inits "random,imagenet,$P/rotation/ssl.ckpt,$P/context_restore/ssl.ckpt,$P/imagenet+rotation/ssl.ckpt,$P/imagenet+context_restore/ssl.ckpt"
+
+# Fine-tuning recipe ablation: linear-probe warm-up then full fine-tuning (LP-FT), for
+# ImageNet and the two ImageNet-started SSL inits (ABLATION=0 skips it).
+if [ "${ABLATION:-1}" = 1 ]; then
+  $SSL benchmark --config configs/benchmark/ham10000_cpu_lpft.yaml --data "$DATA" --out "$OUT/benchmark-lpft" \
+    --no-progress --inits "imagenet,$P/imagenet+rotation/ssl.ckpt,$P/imagenet+context_restore/ssl.ckpt"
+fi

@@ -1,0 +1,92 @@
+#!/usr/bin/env python
+"""Frozen-feature probe of encoders: class-balanced kNN balanced accuracy on the
+HAM10000 validation split, with the encoder's stored BatchNorm statistics and with
+statistics re-estimated on the training split (AdaBN: same weights, in-domain
+statistics). Separates what pretraining changed in the weights from what it
+changed in the normalisation.
+
+    python scripts/knn_probe.py --data ../shared/data/ham10000 \
+        --splits runs/ham10000_cpu/benchmark/splits.csv \
+        --inits random imagenet runs/ham10000_cpu/pretrain/*/ssl.ckpt --out runs/knn_probe.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from lightly.utils.benchmarking import knn_predict
+from sklearn.metrics import balanced_accuracy_score
+from ssl_derm.pretext.train import balanced_bank
+
+from ssl_derm.checkpoint import init_name
+from ssl_derm.data import Normalize, to_float
+from ssl_derm.data.labeled import prepare_labeled
+from ssl_derm.encoders import build_encoder, encoder_spec, pooled_features
+
+
+@torch.no_grad()
+def features(encoder, images, norm, batch: int = 256) -> torch.Tensor:
+    encoder.eval()
+    out = [
+        F.normalize(pooled_features(encoder, norm(to_float(images[i : i + batch]))), dim=1)
+        for i in range(0, len(images), batch)
+    ]
+    return torch.cat(out)
+
+
+@torch.no_grad()
+def adapt_batchnorm(encoder, images, norm, batch: int = 128) -> None:
+    """Replace every BatchNorm's running statistics by their average over ``images``."""
+    bns = [m for m in encoder.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    for m in bns:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average
+    encoder.train()
+    for i in range(0, len(images), batch):
+        encoder(norm(to_float(images[i : i + batch])))
+    encoder.eval()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--data", required=True)
+    ap.add_argument("--splits", required=True, help="splits.csv of the benchmark")
+    ap.add_argument("--inits", nargs="+", required=True)
+    ap.add_argument("--image-size", type=int, default=96)
+    ap.add_argument("--bank", type=int, default=2000)
+    ap.add_argument("--k", type=int, default=20)
+    ap.add_argument("--out", required=True)
+    args = ap.parse_args()
+    torch.manual_seed(0)
+    lab = prepare_labeled(args.data, args.image_size, splits=args.splits, progress=False)
+    labels = torch.as_tensor(lab.table["label"].map({c: i for i, c in enumerate(lab.classes)}).to_numpy())
+    bank_idx = balanced_bank(lab.indices("train"), labels.numpy(), args.bank, seed=0)
+    bank, query = lab.bank.gather(bank_idx), lab.bank.gather(lab.indices("val"))
+    train = lab.bank.gather(lab.indices("train"))
+    norm = Normalize(**encoder_spec("efficientnet-lite0").normalization)
+    results = []
+    for init in args.inits:
+        encoder = build_encoder("efficientnet-lite0", init)
+        row = {"init": init_name(init)}
+        for mode in ("stored", "adabn"):
+            if mode == "adabn":
+                adapt_batchnorm(encoder, train, norm)
+            pred = knn_predict(
+                features(encoder, query, norm),
+                features(encoder, bank, norm).T,
+                labels[bank_idx],
+                num_classes=len(lab.classes),
+                knn_k=args.k,
+            )[:, 0]
+            row[f"knn_{mode}"] = round(float(balanced_accuracy_score(labels[lab.indices("val")], pred)), 4)
+        print(row, flush=True)
+        results.append(row)
+    Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
