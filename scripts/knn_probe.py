@@ -16,6 +16,7 @@ import argparse
 import json
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from lightly.utils.benchmarking import knn_predict
@@ -59,14 +60,16 @@ def main() -> None:
     ap.add_argument("--image-size", type=int, default=96)
     ap.add_argument("--bank", type=int, default=2000)
     ap.add_argument("--k", type=int, default=20)
+    ap.add_argument("--adapt", type=int, default=2000, help="training images that re-estimate BatchNorm statistics")
     ap.add_argument("--out", required=True)
     args = ap.parse_args()
     torch.manual_seed(0)
     lab = prepare_labeled(args.data, args.image_size, splits=args.splits, progress=False)
-    labels = torch.as_tensor(lab.table["label"].map({c: i for i, c in enumerate(lab.classes)}).to_numpy())
+    labels = torch.as_tensor(lab.table["label"].map({c: i for i, c in enumerate(lab.classes)}).to_numpy().copy())
     bank_idx = balanced_bank(lab.indices("train"), labels.numpy(), args.bank, seed=0)
     bank, query = lab.bank.gather(bank_idx), lab.bank.gather(lab.indices("val"))
-    train = lab.bank.gather(lab.indices("train"))
+    adapt_idx = np.random.default_rng(0).permutation(lab.indices("train"))[: args.adapt]
+    train = lab.bank.gather(np.sort(adapt_idx))
     norm = Normalize(**encoder_spec("efficientnet-lite0").normalization)
     results = []
     for init in args.inits:
