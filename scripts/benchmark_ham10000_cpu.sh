@@ -14,8 +14,9 @@ UNLABELED=${UNLABELED:-../shared/data/isic_unlabeled.zip}
 SSL=${SSL:-ssl-derm}
 mkdir -p "$OUT/pretrain"
 
-pretrain() {  # name task init epochs lr
+pretrain() {  # name task init epochs lr  (name may hold a folder: pretrain-ablation/NAME)
   local dir="$OUT/pretrain/$1"
+  case $1 in */*) dir="$OUT/$1";; esac
   if [ -f "$dir/DONE" ]; then echo "pretrain $1: done"; return; fi
   local again=--overwrite
   [ -f "$dir/checkpoints/last.ckpt" ] && again=--resume
@@ -34,9 +35,14 @@ P="$OUT/pretrain"
 $SSL benchmark --config configs/benchmark/ham10000_cpu.yaml --data "$DATA" --out "$OUT/benchmark" --no-progress \
   --inits "random,imagenet,$P/rotation/ssl.ckpt,$P/context_restore/ssl.ckpt,$P/imagenet+rotation/ssl.ckpt,$P/imagenet+context_restore/ssl.ckpt"
 
-# Fine-tuning recipe ablation: linear-probe warm-up then full fine-tuning (LP-FT), for
-# ImageNet and the two ImageNet-started SSL inits (ABLATION=0 skips it).
+# Ablations (ABLATION=0 skips them, about 1 h):
+# 1. fine-tuning recipe: linear-probe warm-up then full fine-tuning (LP-FT), for ImageNet
+#    and the two ImageNet-started SSL inits;
+# 2. pretraining length: context restoration from ImageNet for 6 epochs instead of 2.
 if [ "${ABLATION:-1}" = 1 ]; then
   $SSL benchmark --config configs/benchmark/ham10000_cpu_lpft.yaml --data "$DATA" --out "$OUT/benchmark-lpft" \
     --no-progress --inits "imagenet,$P/imagenet+rotation/ssl.ckpt,$P/imagenet+context_restore/ssl.ckpt"
+  pretrain pretrain-ablation/imagenet+context_restore-6ep context_restore imagenet 6 0.0003
+  $SSL benchmark --config configs/benchmark/ham10000_cpu.yaml --data "$DATA" --out "$OUT/benchmark-cr6ep" \
+    --no-progress --inits "$OUT/pretrain-ablation/imagenet+context_restore-6ep/ssl.ckpt"
 fi
