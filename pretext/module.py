@@ -8,11 +8,35 @@ import torch
 import torch.nn.functional as F
 from sklearn.metrics import balanced_accuracy_score
 from ssl_derm.pretext.base import PretextTask
+from torch import nn
 from torchvision.utils import make_grid
 
 from ssl_derm.data import Normalize, to_float, train_augment
 from ssl_derm.encoders import pooled_features
 from ssl_derm.engine import RunFailed, cosine_schedule
+
+
+@torch.no_grad()
+def knn_balanced_accuracy(encoder: nn.Module, knn: dict, norm: Normalize, k: int, device) -> float:
+    """Balanced accuracy of lightly's kNN classifier on L2-normalised pooled features of
+    ``encoder`` (in eval mode): ``knn["query"]`` images against the ``knn["bank"]`` ones
+    (see ``knn_data``). The encoder's train/eval mode is restored afterwards."""
+    from lightly.utils.benchmarking import knn_predict
+
+    def features(images: torch.Tensor) -> torch.Tensor:
+        feats = []
+        for i in range(0, len(images), 256):
+            x = norm(to_float(images[i : i + 256].to(device)))
+            feats.append(F.normalize(pooled_features(encoder, x).float(), dim=1))
+        return torch.cat(feats)
+
+    was_training = encoder.training
+    encoder.eval()
+    bank, query = features(knn["bank"]), features(knn["query"])
+    encoder.train(was_training)
+    labels = knn["bank_labels"].to(device)
+    pred = knn_predict(query, bank.T, labels, num_classes=len(knn["classes"]), knn_k=k)[:, 0]
+    return float(balanced_accuracy_score(knn["query_labels"].numpy(), pred.cpu().numpy()))
 
 
 class PretextModule(pl.LightningModule):
@@ -80,31 +104,10 @@ class PretextModule(pl.LightningModule):
 
     # --- kNN monitor --------------------------------------------------------
     @torch.no_grad()
-    def _features(self, images: torch.Tensor) -> torch.Tensor:
-        feats = []
-        for i in range(0, len(images), 256):
-            x = self.norm(to_float(images[i : i + 256].to(self.device)))
-            feats.append(F.normalize(pooled_features(self.task.encoder, x).float(), dim=1))
-        return torch.cat(feats)
-
     def on_validation_epoch_end(self) -> None:
         if not self.knn:
             return
-        from lightly.utils.benchmarking import knn_predict
-
-        was_training = self.task.encoder.training
-        self.task.encoder.eval()
-        bank = self._features(self.knn["bank"])
-        query = self._features(self.knn["query"])
-        self.task.encoder.train(was_training)
-        pred = knn_predict(
-            query,
-            bank.T,
-            self.knn["bank_labels"].to(self.device),
-            num_classes=len(self.knn["classes"]),
-            knn_k=self.cfg.knn_k,
-        )[:, 0]
-        score = balanced_accuracy_score(self.knn["query_labels"].numpy(), pred.cpu().numpy())
+        score = knn_balanced_accuracy(self.task.encoder, self.knn, self.norm, self.cfg.knn_k, self.device)
         self.log("val/knn_balanced_accuracy", float(np.float32(score)), prog_bar=True)
 
     def configure_optimizers(self):

@@ -14,7 +14,7 @@ from ssl_derm.pretext.module import PretextModule
 from ssl_derm.checkpoint import init_name, save_checkpoint
 from ssl_derm.config import PretrainConfig, save_yaml, to_dict
 from ssl_derm.data import BankDataset, ImageBank, decode_source, make_loader, open_unlabeled, write_splits
-from ssl_derm.data.labeled import labeled_from_config
+from ssl_derm.data.labeled import LabeledData, labeled_from_config
 from ssl_derm.encoders import build_encoder, encoder_spec, resolve_encoder_settings
 from ssl_derm.engine import make_trainer, pin_memory, resume_path, run_dir
 from ssl_derm.errors import UserError
@@ -42,6 +42,22 @@ def balanced_bank(idx: np.ndarray, labels: np.ndarray, size: int, seed: int) -> 
     return np.sort(np.concatenate(keep))
 
 
+def knn_data(lab: LabeledData, bank_size: int, seed: int) -> dict | None:
+    """The kNN monitor's images: a class-balanced bank from the training split, the
+    validation split as queries (None without one). Uint8, gathered once."""
+    if not len(lab.indices("val")):
+        return None
+    labels = lab.table["label"].map({c: i for i, c in enumerate(lab.classes)}).to_numpy()
+    bank_idx = balanced_bank(lab.indices("train"), labels, bank_size, seed)
+    return {
+        "bank": lab.bank.gather(bank_idx),
+        "bank_labels": torch.as_tensor(labels[bank_idx]),
+        "query": lab.bank.gather(lab.indices("val")),
+        "query_labels": torch.as_tensor(labels[lab.indices("val")]),
+        "classes": lab.classes,
+    }
+
+
 def build_pool(cfg: PretrainConfig, out: Path):
     """The pool (train split of --data plus every --unlabeled archive) and kNN data."""
     parts, pool, knn = [], [], None
@@ -53,17 +69,7 @@ def build_pool(cfg: PretrainConfig, out: Path):
         parts.append(lab.bank.parts[0])
         pool.append(lab.indices("train"))
         total += len(lab.bank)
-        if len(lab.indices("val")):
-            lookup = {c: i for i, c in enumerate(lab.classes)}
-            labels = lab.table["label"].map(lookup).to_numpy()
-            bank_idx = balanced_bank(lab.indices("train"), labels, cfg.knn_max_bank, cfg.seed)
-            knn = {
-                "bank": lab.bank.gather(bank_idx),
-                "bank_labels": torch.as_tensor(labels[bank_idx]),
-                "query": lab.bank.gather(lab.indices("val")),
-                "query_labels": torch.as_tensor(labels[lab.indices("val")]),
-                "classes": lab.classes,
-            }
+        knn = knn_data(lab, cfg.knn_max_bank, cfg.seed)
     for spec in cfg.unlabeled:
         source = open_unlabeled(spec)
         decoded = decode_source(source, cfg.image_size, cfg.cache_dir, cfg.progress)

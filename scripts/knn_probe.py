@@ -18,25 +18,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-from lightly.utils.benchmarking import knn_predict
-from sklearn.metrics import balanced_accuracy_score
-from ssl_derm.pretext.train import balanced_bank
+from ssl_derm.pretext.module import knn_balanced_accuracy
+from ssl_derm.pretext.train import knn_data
 
 from ssl_derm.checkpoint import init_name
 from ssl_derm.data import Normalize, to_float
 from ssl_derm.data.labeled import prepare_labeled
-from ssl_derm.encoders import build_encoder, encoder_spec, pooled_features
-
-
-@torch.no_grad()
-def features(encoder, images, norm, batch: int = 256) -> torch.Tensor:
-    encoder.eval()
-    out = [
-        F.normalize(pooled_features(encoder, norm(to_float(images[i : i + batch]))), dim=1)
-        for i in range(0, len(images), batch)
-    ]
-    return torch.cat(out)
+from ssl_derm.encoders import build_encoder, encoder_spec
 
 
 @torch.no_grad()
@@ -65,9 +53,7 @@ def main() -> None:
     args = ap.parse_args()
     torch.manual_seed(0)
     lab = prepare_labeled(args.data, args.image_size, splits=args.splits, progress=False)
-    labels = torch.as_tensor(lab.table["label"].map({c: i for i, c in enumerate(lab.classes)}).to_numpy().copy())
-    bank_idx = balanced_bank(lab.indices("train"), labels.numpy(), args.bank, seed=0)
-    bank, query = lab.bank.gather(bank_idx), lab.bank.gather(lab.indices("val"))
+    knn = knn_data(lab, args.bank, seed=0)  # the pretraining monitor's bank and queries
     adapt_idx = np.random.default_rng(0).permutation(lab.indices("train"))[: args.adapt]
     train = lab.bank.gather(np.sort(adapt_idx))
     norm = Normalize(**encoder_spec("efficientnet-lite0").normalization)
@@ -75,17 +61,9 @@ def main() -> None:
     for init in args.inits:
         encoder = build_encoder("efficientnet-lite0", init)
         row = {"init": init_name(init)}
-        for mode in ("stored", "adabn"):
-            if mode == "adabn":
-                adapt_batchnorm(encoder, train, norm)
-            pred = knn_predict(
-                features(encoder, query, norm),
-                features(encoder, bank, norm).T,
-                labels[bank_idx],
-                num_classes=len(lab.classes),
-                knn_k=args.k,
-            )[:, 0]
-            row[f"knn_{mode}"] = round(float(balanced_accuracy_score(labels[lab.indices("val")], pred)), 4)
+        row["knn_stored"] = round(knn_balanced_accuracy(encoder, knn, norm, args.k, "cpu"), 4)
+        adapt_batchnorm(encoder, train, norm)
+        row["knn_adabn"] = round(knn_balanced_accuracy(encoder, knn, norm, args.k, "cpu"), 4)
         print(row, flush=True)
         results.append(row)
     Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
