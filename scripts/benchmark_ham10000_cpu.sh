@@ -37,10 +37,12 @@ $SSL benchmark --config configs/benchmark/ham10000_cpu.yaml --data "$DATA" --out
 
 # Ablations (ABLATION=0 skips them, about 1 h):
 # 1. fine-tuning recipe: linear-probe warm-up then full fine-tuning (LP-FT), for ImageNet
-#    and the two ImageNet-started SSL inits;
+#    and the two ImageNet-started SSL inits: the head trains on the frozen encoder (BatchNorm
+#    statistics kept) for 1 of 3 epochs at label fraction 1.0, which min_steps stretches
+#    with the epochs to 3 of 10 at 0.1;
 # 2. pretraining length: context restoration from ImageNet for 6 epochs instead of 2.
 if [ "${ABLATION:-1}" = 1 ]; then
-  $SSL benchmark --config configs/benchmark/ham10000_cpu_lpft.yaml --data "$DATA" --out "$OUT/benchmark-lpft" \
+  $SSL benchmark --config configs/benchmark/ham10000_cpu.yaml --freeze-epochs 1 --data "$DATA" --out "$OUT/benchmark-lpft" \
     --no-progress --inits "imagenet,$P/imagenet+rotation/ssl.ckpt,$P/imagenet+context_restore/ssl.ckpt"
   pretrain pretrain-ablation/imagenet+context_restore-6ep context_restore imagenet 6 0.0003
   $SSL benchmark --config configs/benchmark/ham10000_cpu.yaml --data "$DATA" --out "$OUT/benchmark-cr6ep" \
