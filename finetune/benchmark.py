@@ -17,9 +17,10 @@ import pandas as pd
 from ssl_derm.finetune.report import METRICS, label_efficiency_plot, results_markdown, save_confusion
 from ssl_derm.finetune.train import run_finetune
 
-from ssl_derm.checkpoint import init_name
+from ssl_derm.checkpoint import init_name, init_seen
 from ssl_derm.config import BenchmarkConfig, FinetuneConfig, save_yaml
 from ssl_derm.data.labeled import labeled_from_config, prepare_labeled
+from ssl_derm.data.leaks import check_split_by_content, check_unseen
 from ssl_derm.data.splits import write_splits
 from ssl_derm.encoders import resolve_encoder_settings
 from ssl_derm.engine import run_dir
@@ -73,6 +74,15 @@ def run_benchmark(cfg: BenchmarkConfig, overwrite: bool = False, resume: bool = 
     first = resolve_encoder_settings(FinetuneConfig(**{**base, "init": cfg.inits[0]}))
     labs = {first.image_size: labeled_from_config(cfg, first.image_size)}
     splits = write_splits(labs[first.image_size].table, out)
+    check_split_by_content(labs[first.image_size])
+    for init in cfg.inits:  # before any run: a leaky comparison is refused whole, not after hours
+        check_unseen(
+            init_seen(init),
+            labs[first.image_size],
+            f"the init {init}",
+            "pretrain on the benchmark's split (pretrain --splits FILE) "
+            "or benchmark with --splits <its run>/splits.csv",
+        )
     rows, started = [], time.time()
     # Seed-major order: after each seed the table already compares every init and fraction.
     jobs = [(n, i, f, s) for s in range(cfg.seeds) for f in cfg.label_fractions for n, i in zip(names, cfg.inits)]
@@ -94,7 +104,12 @@ def run_benchmark(cfg: BenchmarkConfig, overwrite: bool = False, resume: bool = 
             run_cfg = resolve_encoder_settings(FinetuneConfig(**settings))
             if run_cfg.image_size not in labs:  # an init checkpoint at another size: same splits, other pixels
                 labs[run_cfg.image_size] = prepare_labeled(
-                    None, run_cfg.image_size, splits=splits, cache_dir=cfg.cache_dir, progress=cfg.progress
+                    None,
+                    run_cfg.image_size,
+                    splits=splits,
+                    cache_dir=cfg.cache_dir,
+                    progress=cfg.progress,
+                    resize=cfg.resize,
                 )
             run_finetune(run_cfg, overwrite=True, lab=labs[run_cfg.image_size])
         m = json.loads(done.read_text())

@@ -55,6 +55,8 @@ class FinetuneModule(pl.LightningModule):
         self.loss = FocalLoss(cfg.focal_gamma, None if alpha is None else torch.as_tensor(alpha, dtype=torch.float32))
         self.steps_per_epoch = steps_per_epoch
         self._val: list[tuple[torch.Tensor, torch.Tensor]] = []
+        if cfg.linear_probe:  # frozen before any DDP wrapper is built, so DDP never waits for its gradients
+            self.model.encoder.requires_grad_(False)
 
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
         images, labels = batch
@@ -69,8 +71,13 @@ class FinetuneModule(pl.LightningModule):
     def on_train_epoch_start(self) -> None:
         frozen = self.encoder_frozen()
         self.model.encoder.requires_grad_(not frozen)
-        if frozen:  # keep BatchNorm statistics of the pretrained encoder too
-            self.model.encoder.eval()
+        # A frozen encoder keeps its BatchNorm statistics too (eval mode); once it thaws it
+        # trains in train mode, statistics included, unless freeze_bn keeps them all run long.
+        self.model.encoder.train(not frozen)
+        if self.cfg.freeze_bn:
+            for m in self.model.encoder.modules():
+                if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                    m.eval()
 
     def training_step(self, batch, batch_idx):
         x, y = batch

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import torch
 from ssl_derm.finetune.classifier import Classifier, predict_proba
@@ -12,7 +13,9 @@ from ssl_derm.finetune.metrics import classification_metrics
 
 from ssl_derm.checkpoint import load_checkpoint
 from ssl_derm.data import Normalize
+from ssl_derm.data.identity import ContentIds
 from ssl_derm.data.labeled import prepare_labeled
+from ssl_derm.data.leaks import check_unseen_ids
 from ssl_derm.encoders import build_encoder, load_strict
 from ssl_derm.engine import run_dir
 from ssl_derm.errors import UserError
@@ -30,11 +33,30 @@ def load_classifier(path: str | Path) -> tuple[Classifier, dict]:
     return model.eval(), ckpt
 
 
+def _rows_to_score(lab, ckpt: dict, split: str, splits: str | None, data) -> pd.DataFrame:
+    """``all``: every image; with ``--splits``: that file's split; else the split the model
+    was trained with, recorded in ``model.ckpt`` (matched by content, not by file name)."""
+    if split == "all" or splits:
+        rows = lab.rows(split)
+    else:
+        recorded = set(ckpt["split_images"][split]["sha1"])
+        sha1 = np.array(lab.bank.ids(lab.indices()).sha1)
+        rows = lab.table[np.isin(sha1, list(recorded))]
+        if rows.empty:
+            raise UserError(
+                f"--split {split}: none of the {len(recorded):,} {split} images this model was trained with are in "
+                f"{data or 'the bundled sample'}; use --split all (every image of --data) or --splits FILE"
+            )
+    if rows.empty:
+        raise UserError(f"--split {split}: no images in that split")
+    return rows
+
+
 def run_evaluate(
     checkpoint: str,
     data: str | None,
     out: str | None,
-    split: str = "all",
+    split: str = "test",
     splits: str | None = None,
     overwrite: bool = False,
     cache_dir: str | None = None,
@@ -50,15 +72,23 @@ def run_evaluate(
         splits=splits,
         cache_dir=cache_dir,
         classes=classes,
+        resize=cfg.get("resize", "crop"),
     )
-    rows = lab.rows(split)
-    if rows.empty:
-        raise UserError(f"--split {split}: no images in that split")
+    rows = _rows_to_score(lab, ckpt, split, splits, data)
+    if split != "train":  # scoring an image the model (or its pretraining) saw is no evaluation
+        check_unseen_ids(
+            ContentIds.from_state(ckpt["seen_images"]),
+            lab.bank.ids(rows["row"].to_numpy()),
+            f"this model or its pretraining ({checkpoint})",
+            "evaluate on images it never saw: the default --split test uses the split it was trained with",
+            kind=f"--split {split}",
+        )
     folder = run_dir(out, "evaluate", overwrite)
     norm = Normalize(ckpt["normalization"]["mean"], ckpt["normalization"]["std"])
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     probs = predict_proba(model, lab.bank.gather(rows["row"].to_numpy()), norm, device)
-    metrics = classification_metrics(lab.targets(split), probs, classes)
+    targets = rows["label"].map({c: i for i, c in enumerate(classes)}).to_numpy()
+    metrics = classification_metrics(targets, probs, classes)
     metrics.update({"split": split, "checkpoint": str(checkpoint)})
     (folder / "metrics.json").write_text(json.dumps(metrics, indent=2))
     pred = pd.DataFrame(

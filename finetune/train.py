@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -15,10 +16,12 @@ from ssl_derm.finetune.metrics import classification_metrics
 from ssl_derm.finetune.report import log_confusion
 from torch.utils.data import WeightedRandomSampler
 
-from ssl_derm.checkpoint import init_name, save_checkpoint
+from ssl_derm.checkpoint import init_name, init_seen, save_checkpoint
 from ssl_derm.config import FinetuneConfig, save_yaml, to_dict
 from ssl_derm.data import BankDataset, Normalize, class_weights, label_fraction, make_loader, write_splits
+from ssl_derm.data.identity import ContentIds
 from ssl_derm.data.labeled import LabeledData, labeled_from_config
+from ssl_derm.data.leaks import check_split_by_content, check_unseen
 from ssl_derm.encoders import build_encoder, encoder_spec, resolve_encoder_settings
 from ssl_derm.engine import make_trainer, pin_memory, resume_path, run_dir
 from ssl_derm.errors import UserError
@@ -33,6 +36,35 @@ def check_training_classes(lab: LabeledData) -> None:
         raise UserError(f"class(es) {empty[:5]} have no training images; add images or drop the class")
     if len(lab.indices("val")) == 0:
         raise UserError("the validation split is empty; give more images or larger split_fractions[1]")
+    if len(lab.indices("test")) == 0:
+        raise UserError(
+            "the test split is empty, and finetune reports test metrics; give split_fractions a test share "
+            "or --splits with test rows (validation images choose the best epoch, they cannot also score it)"
+        )
+
+
+def focal_alpha(cfg, y_train: np.ndarray, num_classes: int) -> np.ndarray | None:
+    """Per-class focal weights: ``auto`` is ``balanced``, or ``none`` with ``--balanced-sampler``
+    (the sampler already balances the classes; weighting too would correct them twice)."""
+    mode = cfg.class_weights
+    if mode == "auto":
+        mode = "none" if cfg.balanced_sampler else "balanced"
+    elif cfg.balanced_sampler and mode != "none":
+        print(
+            f"ssl-derm: warning: --balanced-sampler with class_weights={mode} corrects the class imbalance "
+            "twice (rare classes are over-weighted); use --class-weights none (the default with the sampler)",
+            file=sys.stderr,
+        )
+    return class_weights(y_train, num_classes, mode)
+
+
+def split_images(lab: LabeledData) -> dict:
+    """Who was in each split, by content, for ``evaluate``'s default split."""
+    out = {}
+    for split in ("train", "val", "test"):
+        ids = lab.bank.ids(lab.indices(split))
+        out[split] = {"names": [Path(n).name for n in ids.names], "sha1": ids.sha1}
+    return out
 
 
 def step_budget(cfg, steps_per_epoch: int):
@@ -59,11 +91,19 @@ def run_finetune(
     lab = LabeledData(label_fraction(lab.table, cfg.label_fraction, cfg.seed), lab.bank, lab.classes)
     write_splits(lab.table, out)
     check_training_classes(lab)
+    check_split_by_content(lab)
+    inherited = init_seen(cfg.init)
+    check_unseen(
+        inherited,
+        lab,
+        f"the --init encoder {cfg.init}",
+        "fine-tune on the split it was pretrained with (--splits <its run folder>/splits.csv)",
+    )
     spec = encoder_spec(cfg.encoder)
     model = Classifier(build_encoder(cfg.encoder, cfg.init), len(lab.classes), cfg.dropout)
     model = model.to(memory_format=torch.channels_last)
     y_train = lab.targets("train")
-    alpha = class_weights(y_train, len(lab.classes), cfg.class_weights)
+    alpha = focal_alpha(cfg, y_train, len(lab.classes))
     batch = min(cfg.batch_size, len(y_train))
     steps = max(1, len(y_train) // batch)
     cfg = step_budget(cfg, steps)
@@ -78,7 +118,9 @@ def run_finetune(
         enable_version_counter=False,
     )
     stop = EarlyStopping(monitor=BEST, mode="max", patience=cfg.patience, check_finite=False)
-    trainer = make_trainer(cfg, out, callbacks=[best, stop], steps_per_epoch=steps)
+    trainer = make_trainer(
+        cfg, out, callbacks=[best, stop], steps_per_epoch=steps, find_unused_parameters=cfg.freeze_epochs > 0
+    )
     pin = pin_memory(trainer)
     sampler = None
     if cfg.balanced_sampler:
@@ -106,7 +148,7 @@ def run_finetune(
     if best.best_model_path:  # the best epoch's weights, not the last epoch's
         state = torch.load(best.best_model_path, map_location="cpu", weights_only=True)["state_dict"]
         module.load_state_dict(state)
-    test_split = "test" if len(lab.indices("test")) else "val"
+    test_split = "test"
     norm = Normalize(spec.mean, spec.std)
     probs = predict_proba(model, lab.bank.gather(lab.indices(test_split)), norm, trainer.strategy.root_device)
     name = _safe_init_name(cfg.init)  # reads the init checkpoint once, for metrics and model.ckpt
@@ -137,6 +179,8 @@ def run_finetune(
         class_names=list(lab.classes),
         dropout=cfg.dropout,
         init_chain=name,
+        seen_images=ContentIds.concat([inherited, lab.bank.ids(lab.indices("train"))]).to_state(),
+        split_images=split_images(lab),
     )
     print(
         f"{test_split}: balanced accuracy {metrics['balanced_accuracy']:.3f}, macro F1 {metrics['macro_f1']:.3f}, "

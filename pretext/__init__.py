@@ -4,14 +4,16 @@ from __future__ import annotations
 
 from ssl_derm.pretext.base import PretextTask
 from ssl_derm.pretext.context_restore import ContextRestoreTask, draw_swaps, swap_patches
-from ssl_derm.pretext.rotation import RotationTask, circle_mask
+from ssl_derm.pretext.rotation import RotationTask, rotate_batch
 
 from ssl_derm.encoders import encoder_spec
 from ssl_derm.errors import UserError
 
 
 def _rotation(encoder, cfg):
-    return RotationTask(encoder, angles=cfg.rotation_angles, angle_jitter=cfg.angle_jitter)
+    return RotationTask(
+        encoder, angles=cfg.rotation_angles, angle_jitter=cfg.angle_jitter, stretch=cfg.rotation_stretch
+    )
 
 
 def _context_restore(encoder, cfg):
@@ -41,7 +43,7 @@ __all__ = [
     "PretextTask",
     "RotationTask",
     "build_task",
-    "circle_mask",
     "draw_swaps",
+    "rotate_batch",
     "swap_patches",
 ]

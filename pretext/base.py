@@ -16,7 +16,7 @@ class PretextTask(nn.Module):
     """Base class: subclasses set ``name`` and implement ``draw``/``apply``/``forward``."""
 
     name = "base"
-    augment_rotation = True  # may the shared augmentation rotate the images?
+    preserves_up = False  # True: the shared augmentation must keep "up" (no rotation, no vertical flip)
 
     def __init__(self, encoder: nn.Module) -> None:
         super().__init__()

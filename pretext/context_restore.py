@@ -21,9 +21,16 @@ def draw_swaps(
     batch: int, height: int, width: int, patch: int, swaps: int, generator: torch.Generator | None = None
 ) -> torch.Tensor:
     """``[B, T, 4]`` int64 of ``(y1, x1, y2, x2)``: top-left corners of two
-    non-overlapping ``patch``-sized squares per swap."""
-    if patch * 2 > min(height, width):
-        raise ValueError(f"patch size {patch} is too large for {height}x{width} images")
+    non-overlapping ``patch``-sized squares per swap, uniform over such pairs.
+
+    A pair that overlaps is redrawn whole (rejection sampling), so every pair
+    returned is disjoint; a patch too large for two to fit side by side is refused.
+    """
+    if patch < 1 or 2 * patch > max(height, width) or patch > min(height, width):
+        raise ValueError(
+            f"patch size {patch} cannot be placed twice without overlap in {height}x{width} images "
+            f"(need 1 <= patch <= {min(min(height, width), max(height, width) // 2)})"
+        )
 
     def corners(n):
         y = torch.randint(0, height - patch + 1, (n,), generator=generator)
@@ -33,13 +40,13 @@ def draw_swaps(
     n = batch * swaps
     y1, x1 = corners(n)
     y2, x2 = corners(n)
-    for _ in range(1000):  # redraw the second patch where the two overlap
+    for _ in range(10_000):
         bad = ((y1 - y2).abs() < patch) & ((x1 - x2).abs() < patch)
         if not bad.any():
-            break
-        ny, nx = corners(int(bad.sum()))
-        y2[bad], x2[bad] = ny, nx
-    return torch.stack([y1, x1, y2, x2], dim=1).view(batch, swaps, 4)
+            return torch.stack([y1, x1, y2, x2], dim=1).view(batch, swaps, 4)
+        k = int(bad.sum())
+        (y1[bad], x1[bad]), (y2[bad], x2[bad]) = corners(k), corners(k)
+    raise RuntimeError(f"could not place {n} disjoint patch pairs of {patch} px in {height}x{width}")
 
 
 def swap_patches(x: torch.Tensor, swaps: torch.Tensor, patch: int) -> tuple[torch.Tensor, torch.Tensor]:

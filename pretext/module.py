@@ -47,10 +47,16 @@ class PretextModule(pl.LightningModule):
         self.task = task
         self.cfg = cfg
         self.norm = Normalize(normalization["mean"], normalization["std"])
-        self.augment = train_augment(cfg.image_size, rotate=task.augment_rotation) if cfg.augment else None
+        self.augment = train_augment(cfg.image_size, preserve_up=task.preserves_up) if cfg.augment else None
         self.steps_per_epoch = steps_per_epoch
         self.knn = knn  # {"bank": uint8 [N,3,S,S], "bank_labels", "query", "query_labels", "classes"}
-        self.generator = torch.Generator().manual_seed(cfg.seed)
+
+    def step_generator(self) -> torch.Generator:
+        """The corruption stream of this rank at this step, derived from (seed, rank, step):
+        DDP ranks draw different corruptions, and a run resumed from ``last.ckpt`` draws at
+        step k exactly what the uninterrupted run drew there, without any state to save."""
+        state = np.random.SeedSequence([self.cfg.seed, self.global_rank, self.global_step]).generate_state(2)
+        return torch.Generator().manual_seed(int(state[0]) << 32 | int(state[1]))
 
     # --- data on the device -------------------------------------------------
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
@@ -65,7 +71,7 @@ class PretextModule(pl.LightningModule):
 
     # --- steps --------------------------------------------------------------
     def training_step(self, x, batch_idx):
-        out = self.task(x, generator=self.generator)
+        out = self.task(x, generator=self.step_generator())
         loss = out["loss"]
         if not torch.isfinite(loss):
             raise RunFailed(

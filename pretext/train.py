@@ -11,10 +11,12 @@ from pytorch_lightning.callbacks import Callback
 from ssl_derm.pretext import build_task
 from ssl_derm.pretext.module import PretextModule
 
-from ssl_derm.checkpoint import init_name, save_checkpoint
+from ssl_derm.checkpoint import init_name, init_seen, save_checkpoint
 from ssl_derm.config import PretrainConfig, save_yaml, to_dict
 from ssl_derm.data import BankDataset, ImageBank, decode_source, make_loader, open_unlabeled, write_splits
+from ssl_derm.data.identity import ContentIds
 from ssl_derm.data.labeled import LabeledData, labeled_from_config
+from ssl_derm.data.leaks import check_split_by_content, check_unseen_ids, drop_copies, heldout_ids, write_duplicates
 from ssl_derm.encoders import build_encoder, encoder_spec, resolve_encoder_settings
 from ssl_derm.engine import make_trainer, pin_memory, resume_path, run_dir
 from ssl_derm.errors import UserError
@@ -59,34 +61,51 @@ def knn_data(lab: LabeledData, bank_size: int, seed: int) -> dict | None:
 
 
 def build_pool(cfg: PretrainConfig, out: Path):
-    """The pool (train split of --data plus every --unlabeled archive) and kNN data."""
-    parts, pool, knn = [], [], None
+    """The pool (train split of --data plus every --unlabeled archive, less the archive
+    files that copy a validation or test image), the kNN data and the pool's fingerprints.
+
+    Copies are found by content (identical files, re-encoded or resized ones), listed in
+    ``OUT/duplicates.txt`` and summarised on stderr."""
+    parts, pool, ids, knn, held = [], [], [], None, None
     skipped: list[tuple[str, str]] = []
+    duplicates: list[tuple[str, str, float]] = []
+    dropped: dict[str, tuple[int, int]] = {}
     total = 0
     if cfg.data is not None or not cfg.unlabeled:
         lab = labeled_from_config(cfg)
+        check_split_by_content(lab)
         write_splits(lab.table, out)
         parts.append(lab.bank.parts[0])
         pool.append(lab.indices("train"))
+        ids.append(lab.bank.ids(lab.indices("train")))
+        held = heldout_ids(lab)
         total += len(lab.bank)
         knn = knn_data(lab, cfg.knn_max_bank, cfg.seed)
     for spec in cfg.unlabeled:
         source = open_unlabeled(spec)
-        decoded = decode_source(source, cfg.image_size, cfg.cache_dir, cfg.progress)
+        decoded = decode_source(source, cfg.image_size, cfg.cache_dir, cfg.progress, resize=cfg.resize)
         offset = sum(int(p.ok.sum()) for p in parts)
         parts.append(decoded)
-        pool.append(offset + np.arange(int(decoded.ok.sum())))
+        archive = decoded.ids()
+        keep = np.ones(len(archive), bool)
+        if held is not None:
+            keep, copies = drop_copies(archive, held)
+            duplicates += [(archive.names[i], held.names[j], sim) for i, j, sim in copies]
+            dropped[source.label] = (len(copies), len(source))
+        pool.append(offset + np.flatnonzero(keep))
+        ids.append(archive.subset(np.flatnonzero(keep)))
         skipped += decoded.skipped
         total += len(source)
     if skipped and cfg.strict:
         first = ", ".join(Path(n).name for n, _ in skipped[:3])
         raise UserError(f"--strict: {len(skipped)} unreadable file(s) in the unlabelled pool (first: {first})")
     write_skipped(out, skipped, total)
+    write_duplicates(out, duplicates, dropped)
     bank = ImageBank(parts)
     pool_idx = np.concatenate(pool)
     if len(pool_idx) < 2:
         raise UserError("the pretraining pool holds fewer than 2 readable images")
-    return bank, pool_idx, knn
+    return bank, pool_idx, knn, ContentIds.concat(ids), held
 
 
 class PortableCheckpoint(Callback):
@@ -118,7 +137,10 @@ def run_pretrain(cfg: PretrainConfig, overwrite: bool = False, resume: bool = Fa
     out = run_dir(cfg.out, "pretrain", overwrite, resume)
     save_yaml(cfg, out / "config.yaml")
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
-    bank, pool_idx, knn = build_pool(cfg, out)
+    inherited = init_seen(cfg.init)
+    bank, pool_idx, knn, pool_ids, held = build_pool(cfg, out)
+    if held is not None:
+        check_unseen_ids(inherited, held, f"the --init checkpoint {cfg.init}", "continue from another checkpoint")
     rng = np.random.default_rng(cfg.seed)
     perm = rng.permutation(pool_idx)
     n_hold = int(round(len(perm) * cfg.holdout_fraction)) if len(perm) >= 20 else 0
@@ -137,6 +159,7 @@ def run_pretrain(cfg: PretrainConfig, overwrite: bool = False, resume: bool = Fa
         "task": cfg.task,
         "init_chain": chain,
         "config": to_dict(cfg),
+        "seen_images": ContentIds.concat([inherited, pool_ids]).to_state(),
     }
     trainer = make_trainer(
         cfg, out, callbacks=[PortableCheckpoint(out / "ssl.ckpt", meta)], enable_val=n_hold > 0, steps_per_epoch=steps

@@ -3,7 +3,11 @@
 ``torch.load(path, weights_only=True)`` opens it, so a checkpoint from a
 stranger can never run code.  It carries everything needed to rebuild the
 model: encoder name, image size, normalisation, task, the config and library
-versions (after nanoGPT's checkpoints).
+versions (after nanoGPT's checkpoints), and ``seen_images``: the content
+fingerprints of every image that shaped the weights, along the whole
+``--init`` chain, so that no later command evaluates on one of them
+(``ssl_derm.data.leaks``).  Format 2 added that record; a format-1 file cannot
+prove what it saw and is refused.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from ssl_derm import __version__
 from ssl_derm.errors import UserError
 
 FORMAT = "ssl-derm"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 REQUIRED = (
     "format",
     "format_version",
@@ -31,6 +35,7 @@ REQUIRED = (
     "task",
     "config",
     "versions",
+    "seen_images",
 )
 
 
@@ -70,9 +75,11 @@ def save_checkpoint(
     normalization: dict,
     task: str,
     config: dict,
+    seen_images: dict,
     **extra: Any,
 ) -> Path:
-    """Write a checkpoint; ``extra`` may add e.g. ``decoder_state_dict``, ``head_state_dict``."""
+    """Write a checkpoint; ``seen_images`` is a ``ContentIds.to_state()``; ``extra`` may add
+    e.g. ``decoder_state_dict``, ``head_state_dict``."""
     state = {k: v.detach().cpu().clone() for k, v in encoder_state_dict.items()}
     ckpt = {
         "format": FORMAT,
@@ -84,6 +91,7 @@ def save_checkpoint(
         "task": task,
         "config": config,
         "versions": library_versions(),
+        "seen_images": seen_images,
         **extra,
     }
     return atomic_save(ckpt, path)
@@ -105,6 +113,11 @@ def load_checkpoint(path: str | Path, expect_encoder: str | None = None) -> dict
         raise UserError(f"{path}: not a readable checkpoint (truncated or corrupt: {str(e)[:100]})") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise UserError(f"{path}: not an ssl-derm checkpoint (no format: {FORMAT!r} field)")
+    if ckpt.get("format_version") == 1:
+        raise UserError(
+            f"{path}: a format-1 checkpoint has no record of the images it was trained on, so it cannot "
+            "be checked against validation and test images; pretrain or fine-tune it again with this ssl-derm"
+        )
     if ckpt.get("format_version") != FORMAT_VERSION:
         raise UserError(
             f"{path}: unsupported checkpoint format_version {ckpt.get('format_version')!r}; "
@@ -116,6 +129,15 @@ def load_checkpoint(path: str | Path, expect_encoder: str | None = None) -> dict
     if expect_encoder is not None and ckpt["encoder_name"] != expect_encoder:
         raise UserError(f"{path}: holds encoder {ckpt['encoder_name']!r}, but {expect_encoder!r} was requested")
     return ckpt
+
+
+def init_seen(init: str):
+    """``ContentIds`` of the images behind an init: none for random and ImageNet weights."""
+    from ssl_derm.data.identity import ContentIds
+
+    if init in ("random", "imagenet"):
+        return ContentIds.empty()
+    return ContentIds.from_state(load_checkpoint(init)["seen_images"])
 
 
 def init_name(init: str) -> str:

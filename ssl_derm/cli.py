@@ -62,8 +62,8 @@ def _finetune_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--class-weights",
         dest="class_weights",
-        choices=["none", "balanced", "median"],
-        help="focal alpha per class (default balanced)",
+        choices=["auto", "none", "balanced", "median"],
+        help="focal alpha per class (default auto: balanced, or none with --balanced-sampler)",
     )
     g.add_argument(
         "--label-fraction",
@@ -72,8 +72,26 @@ def _finetune_flags(p: argparse.ArgumentParser) -> None:
         help="train on this lesion-grouped, stratified fraction of the training split",
     )
     g.add_argument("--splits", help="a splits.csv to reuse (columns image,label,group,split)")
-    g.add_argument("--freeze-epochs", dest="freeze_epochs", type=int, help="epochs with the encoder frozen first")
-    g.add_argument("--balanced-sampler", dest="balanced_sampler", action="store_true", default=None)
+    g.add_argument(
+        "--freeze-epochs",
+        dest="freeze_epochs",
+        type=int,
+        help="epochs with the encoder frozen first (LP-FT); then it trains, BatchNorm statistics included",
+    )
+    g.add_argument(
+        "--freeze-bn",
+        dest="freeze_bn",
+        action="store_true",
+        default=None,
+        help="keep the init's BatchNorm running statistics for the whole run (affine weights still train)",
+    )
+    g.add_argument(
+        "--balanced-sampler",
+        dest="balanced_sampler",
+        action="store_true",
+        default=None,
+        help="draw training images class-balanced (then class weights default to none)",
+    )
     g.add_argument(
         "--linear-probe",
         dest="linear_probe",
@@ -117,7 +135,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--unlabeled",
         action="append",
         metavar="PATH",
-        help="extra unlabelled images: folder, .zip, .tar[.gz], glob or .txt list; repeatable",
+        help="extra unlabelled images: folder, .zip, .tar[.gz], glob or .txt list; repeatable. Files that "
+        "copy a validation/test image of --data (by content) are dropped and listed in OUT/duplicates.txt",
+    )
+    pt.add_argument(
+        "--splits",
+        help="a splits.csv (e.g. from ssl-derm data split): the pool takes its train rows; "
+        "fine-tune later with the same file so no validation/test image was pretrained on",
     )
     _engine_flags(pt, "labelled source whose training split joins the pool (default: bundled sample)")
 
@@ -138,10 +162,12 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument(
         "--split",
         choices=["all", "train", "val", "test"],
-        default="all",
-        help="images to score (default all; train/val/test use --splits or a fresh split)",
+        default="test",
+        help="images to score: test (default), val or train of the split the model was trained with "
+        "(recorded in model.ckpt), or all images of --data. Images the model or its pretraining "
+        "saw are refused for every split but train",
     )
-    ev.add_argument("--splits", help="splits.csv to take train/val/test from")
+    ev.add_argument("--splits", help="take train/val/test from this splits.csv instead")
     ev.add_argument("--overwrite", action="store_true")
     ev.add_argument("--cache-dir", dest="cache_dir")
 

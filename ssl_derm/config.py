@@ -26,6 +26,7 @@ class EngineConfig:
     data: str | None = None
     encoder: str | None = None
     image_size: int | None = None
+    resize: str = "crop"  # crop: short side to image_size, centre square; squash: whole frame (old)
     batch_size: int = 64
     epochs: int = 10
     max_steps: int = -1
@@ -50,6 +51,8 @@ class EngineConfig:
         _check_positive(self, "lr", strict=True)
         if self.image_size is not None and (self.image_size < 32 or self.image_size % 32):
             raise UserError(f"image_size={self.image_size}: must be a multiple of 32 and >= 32 (e.g. 96, 128, 224)")
+        if self.resize not in ("crop", "squash"):
+            raise UserError(f"resize={self.resize!r}: choose crop (keep the aspect ratio) or squash")
         if self.weight_decay < 0 or self.warmup_epochs < 0:
             raise UserError("weight_decay and warmup_epochs must be >= 0")
         fr = self.split_fractions
@@ -66,11 +69,13 @@ class PretrainConfig(EngineConfig):
     task: str = "context_restore"
     init: str = "random"
     unlabeled: tuple[str, ...] = ()
+    splits: str | None = None  # a splits.csv: the pool takes its train rows, fine-tuning can reuse it
     holdout_fraction: float = 0.05
     log_images_every_n_steps: int = 100
     # rotation
     rotation_angles: tuple[float, ...] = (0, 60, 120, 180, 240, 300)
     angle_jitter: float = 5.0
+    rotation_stretch: float = 1.25  # random-direction stretch before rotating (1 = none); see pretext/rotation.py
     # context restoration
     swaps: int = 20
     patch_size: int = 0  # 0: image_size // 10 (12 px at 128 px)
@@ -85,8 +90,15 @@ class PretrainConfig(EngineConfig):
         _check_positive(self, "swaps", "knn_k", "log_images_every_n_steps")
         if self.patch_size < 0 or self.corrupted_weight < 1:
             raise UserError("patch_size must be >= 0 (0 = auto) and corrupted_weight >= 1")
+        if self.image_size is not None and 2 * self.patch_size > self.image_size:
+            raise UserError(
+                f"patch_size={self.patch_size}: two patches must fit side by side in {self.image_size} px images "
+                f"(at most {self.image_size // 2})"
+            )
         if len(self.rotation_angles) < 2:
             raise UserError("rotation_angles: need at least two angles")
+        if not (1 <= self.rotation_stretch <= 2):
+            raise UserError(f"rotation_stretch={self.rotation_stretch}: must be in [1, 2] (1 = no stretch)")
 
 
 @dataclass(frozen=True)
@@ -98,9 +110,10 @@ class FinetuneConfig(EngineConfig):
     lr: float = 1e-3
     encoder_lr: float = 3e-4
     focal_gamma: float = 1.0
-    class_weights: str = "balanced"
+    class_weights: str = "auto"  # balanced, or none with balanced_sampler
     balanced_sampler: bool = False
     freeze_epochs: int = 0
+    freeze_bn: bool = False  # BatchNorm keeps the init's running statistics for the whole run
     linear_probe: bool = False
     dropout: float = 0.2
     patience: int = 5
@@ -111,8 +124,8 @@ class FinetuneConfig(EngineConfig):
     def __post_init__(self) -> None:
         super().__post_init__()
         _check_fraction(self, "label_fraction")
-        if self.class_weights not in ("none", "balanced", "median"):
-            raise UserError(f"class_weights={self.class_weights!r}: choose none, balanced or median")
+        if self.class_weights not in ("auto", "none", "balanced", "median"):
+            raise UserError(f"class_weights={self.class_weights!r}: choose auto, none, balanced or median")
         if self.focal_gamma < 0 or not (0 <= self.dropout < 1) or self.freeze_epochs < 0:
             raise UserError("focal_gamma >= 0, 0 <= dropout < 1 and freeze_epochs >= 0 are required")
         _check_positive(self, "encoder_lr", strict=True)

@@ -125,10 +125,24 @@ def resolve_encoder_settings(cfg):
         from ssl_derm.checkpoint import load_checkpoint
 
         ckpt = load_checkpoint(cfg.init, expect_encoder=cfg.encoder)
+        if size is not None and size != ckpt["image_size"] and not _is_worker():
+            import sys
+
+            print(
+                f"ssl-derm: note: --image-size {size} overrides the {ckpt['image_size']} px "
+                f"the encoder in {cfg.init} was trained at",
+                file=sys.stderr,
+            )
         encoder, size = encoder or ckpt["encoder_name"], size or ckpt["image_size"]
     encoder = encoder or DEFAULT_ENCODER
     encoder_spec(encoder)
     return dataclasses.replace(cfg, encoder=encoder, image_size=size or 128)
+
+
+def _is_worker() -> bool:
+    import os
+
+    return os.environ.get("LOCAL_RANK", "0") != "0"
 
 
 def load_strict(module: nn.Module, state: dict, what: str) -> None:

@@ -145,12 +145,16 @@ def make_trainer(
     checkpoint_every_n_steps: int = 200,
     enable_val: bool = True,
     steps_per_epoch: int | None = None,
+    find_unused_parameters: bool = False,
 ) -> pl.Trainer:
     """A Trainer for ``cfg`` (an EngineConfig) writing everything under ``out``."""
     quiet_lightning()
     devices = cfg.devices if cfg.devices == "auto" else int(cfg.devices)
     multi = cfg.num_nodes > 1 or (isinstance(devices, int) and devices > 1)
     strategy = cfg.strategy if cfg.strategy != "auto" or not multi else "ddp"
+    if strategy == "ddp" and find_unused_parameters:
+        # Parameters frozen mid-run (--freeze-epochs) get no gradient while frozen: DDP must not wait for them.
+        strategy = "ddp_find_unused_parameters_true"
     if cfg.precision != "32-true" and not torch.cuda.is_available() and cfg.precision.startswith("16"):
         raise UserError(f"--precision {cfg.precision} needs a GPU; use 32-true or bf16-mixed on a CPU")
     # A --max-steps run shorter than an epoch still ends with a validation pass.

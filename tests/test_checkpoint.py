@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from ssl_derm.checkpoint import FORMAT_VERSION, load_checkpoint, save_checkpoint
+from ssl_derm.data.identity import ContentIds
 from ssl_derm.encoders import build_encoder
 from ssl_derm.errors import UserError
 
@@ -19,7 +20,7 @@ def _save(path, encoder=None, **extra):
         normalization={"mean": [0.5] * 3, "std": [0.5] * 3},
         task="rotation",
         config={"lr": 0.1},
-        **extra,
+        **{"seen_images": ContentIds.empty().to_state(), **extra},
     )
 
 

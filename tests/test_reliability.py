@@ -16,6 +16,7 @@ import torch
 
 from ssl_derm.cli import main
 from ssl_derm.data import sample_dir
+from ssl_derm.data.identity import ContentIds
 from tests.conftest import write_messy_folder
 
 TINY = ["--image-size", "64", "--batch-size", "16", "--no-progress"]
@@ -142,10 +143,12 @@ def test_evaluate_refuses_labels_outside_the_model(tmp_path, sample_table, capsy
         config={},
         head_state_dict=model.head.state_dict(),
         class_names=["mel", "nv"],
+        seen_images=ContentIds.empty().to_state(),
+        split_images={s: {"names": [], "sha1": []} for s in ("train", "val", "test")},
     )
     _one_line_error(
         capsys,
-        main(["evaluate", "--checkpoint", str(ckpt), "--out", str(tmp_path / "ev")]),
+        main(["evaluate", "--checkpoint", str(ckpt), "--split", "all", "--out", str(tmp_path / "ev")]),
         "are not among the model's classes",
     )
 

@@ -12,6 +12,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from ssl_derm.data.cache import Decoded
+from ssl_derm.data.identity import ContentIds
 
 
 class ImageBank:
@@ -29,6 +30,11 @@ class ImageBank:
     @property
     def image_size(self) -> int:
         return int(self.parts[0].pixels.shape[-1])
+
+    def ids(self, idx: np.ndarray | None = None) -> ContentIds:
+        """Content fingerprints of bank rows ``idx`` (all rows when None), in that order."""
+        every = ContentIds.concat_parts([p.ids() for p in self.parts])
+        return every if idx is None else every.subset(idx)
 
     def gather(self, idx: np.ndarray) -> torch.Tensor:
         """uint8 ``[len(idx), 3, S, S]`` for bank indices ``idx`` (order kept)."""

@@ -44,10 +44,13 @@ def prepare_labeled(
     cache_dir=None,
     progress: bool = True,
     classes: list[str] | None = None,
+    resize: str = "crop",
 ) -> LabeledData:
     """Load, split (or read ``splits``), and decode a labelled source."""
     table = read_splits(splits) if splits else make_splits(load_labeled(data), fractions, seed)
-    decoded = decode_source(FileList(str(data or "sample"), list(table["image"])), image_size, cache_dir, progress)
+    decoded = decode_source(
+        FileList(str(data or "sample"), list(table["image"])), image_size, cache_dir, progress, resize=resize
+    )
     if decoded.skipped:
         names = ", ".join(Path(n).name for n, _ in decoded.skipped[:3])
         warnings.warn(
@@ -76,4 +79,5 @@ def labeled_from_config(cfg, image_size: int | None = None) -> LabeledData:
         splits=getattr(cfg, "splits", None),
         cache_dir=cfg.cache_dir,
         progress=cfg.progress,
+        resize=cfg.resize,
     )

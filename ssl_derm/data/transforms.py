@@ -22,18 +22,23 @@ class Normalize(nn.Module):
         return (x - self.mean) / self.std
 
 
-def train_augment(size: int, rotate: bool = True, colour: bool = True) -> nn.Module:
+def train_augment(size: int, preserve_up: bool = False, colour: bool = True) -> nn.Module:
     """Random resized crop, flips, random rotation and colour jitter, batched on the device.
 
-    ``rotate=False`` for the rotation pretext task, whose labels are rotations.
+    ``preserve_up=True`` is for pretext tasks whose labels are orientations
+    (rotation prediction): no vertical flip (a vertical flip is a 180 degree
+    rotation of a horizontally flipped image, so angles 180 apart would become
+    indistinguishable), no rotation, and square crops only (a crop of another
+    aspect ratio resized to a square stretches the image along its axes, and the
+    axis of that stretch turns with the rotation label: a shortcut).
     """
+    ratio = (1.0, 1.0) if preserve_up else (0.8, 1.25)
     ops: list[nn.Module] = [
-        K.RandomResizedCrop((size, size), scale=(0.6, 1.0), ratio=(0.8, 1.25)),
+        K.RandomResizedCrop((size, size), scale=(0.6, 1.0), ratio=ratio),
         K.RandomHorizontalFlip(),
-        K.RandomVerticalFlip(),
     ]
-    if rotate:
-        ops.append(K.RandomRotation(degrees=180.0, p=0.5))
+    if not preserve_up:
+        ops += [K.RandomVerticalFlip(), K.RandomRotation(degrees=180.0, p=0.5)]
     if colour:
         # No hue jitter: hue carries diagnosis in dermoscopy (blue-white veil, vascular red), and
         # kornia's RGB->HSV round trip cost 50 of 89 ms per 32-image batch at 128 px on a CPU.

@@ -21,9 +21,9 @@ def test_step_budget_stretches_epochs_and_the_frozen_share_together():
     assert step_budget(FinetuneConfig(epochs=3, min_steps=80), 8).freeze_epochs == 0
 
 
-def _encoder_after(tmp_path, name: str, epochs: int, freeze: int) -> dict[str, torch.Tensor]:
+def _encoder_after(tmp_path, name: str, epochs: int, freeze: int, *extra: str) -> dict[str, torch.Tensor]:
     out = tmp_path / name
-    args = ["finetune", "--out", str(out), "--epochs", str(epochs), "--freeze-epochs", str(freeze), *TINY]
+    args = ["finetune", "--out", str(out), "--epochs", str(epochs), "--freeze-epochs", str(freeze), *TINY, *extra]
     assert main(args) == 0
     state = torch.load(out / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)["state_dict"]
     return {k.removeprefix("model.encoder."): v for k, v in state.items() if k.startswith("model.encoder.")}
@@ -38,3 +38,15 @@ def test_frozen_epochs_leave_encoder_weights_and_statistics_untouched(tmp_path):
     thawed = _encoder_after(tmp_path, "thawed", epochs=2, freeze=1)
     still = [k for k in trainable if torch.equal(thawed[k], imagenet[k])]
     assert not still  # the second epoch trains every encoder parameter
+    # ... in train mode: the BatchNorm running statistics move once the encoder thaws
+    stats = [k for k in imagenet if k.endswith(("running_mean", "running_var"))]
+    assert len(stats) > 40
+    assert not [k for k in stats if torch.equal(thawed[k], imagenet[k])]
+
+
+def test_freeze_bn_keeps_the_statistics_while_the_weights_train(tmp_path):
+    imagenet = build_encoder("efficientnet-lite0", "imagenet").state_dict()
+    after = _encoder_after(tmp_path, "freeze-bn", 2, 1, "--freeze-bn")
+    stats = [k for k in imagenet if k.endswith(("running_mean", "running_var"))]
+    assert all(torch.equal(after[k], imagenet[k]) for k in stats)
+    assert not torch.equal(after["model.conv_stem.weight"], imagenet["model.conv_stem.weight"])

@@ -38,3 +38,15 @@ def test_corruption_is_a_permutation_of_pixels(sample_images):
     out, _ = swap_patches(x, draw_swaps(4, 64, 64, 6, 20, torch.Generator().manual_seed(1)), 6)
     assert not torch.equal(out, x)
     assert torch.equal(out.flatten(1).sort(1).values, x.flatten(1).sort(1).values)
+
+
+def test_tight_patches_are_still_disjoint_and_impossible_ones_refused():
+    # 9 px patches in 20 px images: a first patch near the middle leaves no room for a
+    # second one beside it, so redrawing only the second patch would give up overlapping.
+    s = draw_swaps(64, 20, 20, patch=9, swaps=20, generator=torch.Generator().manual_seed(0))
+    y1, x1, y2, x2 = s.unbind(-1)
+    assert ((y1 - y2).abs().ge(9) | (x1 - x2).abs().ge(9)).all()
+    import pytest
+
+    with pytest.raises(ValueError, match="cannot be placed"):
+        draw_swaps(2, 20, 20, patch=11, swaps=1)

@@ -1,0 +1,145 @@
+"""Shortcut probe for the rotation task: can the angle be read off the pixels
+without looking at the lesion?
+
+A small classifier (logistic regression and gradient-boosted trees, the better
+one counts) is trained on hand-made low-level features of the rotation task's
+own inputs and scored with 5-fold cross-validation grouped by image (the six
+rotations of one image are never split across folds):
+
+- a histogram of gradient orientations (mod 180 degrees, 18 bins, weighted by
+  magnitude) at two scales, and the structure tensor's dominant orientation
+  and coherence: anisotropic stretching, axis-aligned artefacts (JPEG blocks,
+  the frame) and reflection seams all show here;
+- mean and standard deviation of the four corners and the four border strips
+  per channel: empty or filled corners and the vignette show here.
+
+Near chance (1/K) means no such cue is left, so a rotation network that scores
+well must have learned from the content.  ``pipeline="old"`` rebuilds the
+inputs of ssl-derm <= 0.1 (squashed 4:3 images, vertical flips and aspect
+jitter in the augmentation, rotated with black corners under a circle mask) to
+show what the probe catches.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from ssl_derm.pretext.rotation import RotationWarp
+
+from ssl_derm.data.transforms import train_augment
+
+PIPELINES = ("old", "new")
+ANGLES = (0, 60, 120, 180, 240, 300)
+
+
+def _old_augment(size: int):
+    import kornia.augmentation as K
+
+    return K.AugmentationSequential(
+        K.RandomResizedCrop((size, size), scale=(0.6, 1.0), ratio=(0.8, 1.25)),
+        K.RandomHorizontalFlip(),
+        K.RandomVerticalFlip(),
+        K.ColorJitter(brightness=0.2, contrast=0.2, saturation=0.15, hue=0.0, p=0.8),
+    )
+
+
+def _old_rotate(x: torch.Tensor, degrees: torch.Tensor) -> torch.Tensor:
+    from kornia.geometry.transform import rotate
+
+    size = x.shape[-1]
+    r = (torch.arange(size, dtype=torch.float32) - (size - 1) / 2) / (size / 2)
+    mask = ((r[None, :] ** 2 + r[:, None] ** 2) <= 1.0).float()[None, None]
+    return rotate(x, degrees) * mask
+
+
+@torch.no_grad()
+def task_inputs(images: torch.Tensor, pipeline: str, seed: int = 0, stretch: float = 1.25):
+    """The rotation task's inputs for uint8 ``images`` ``[N, 3, S, S]`` (decoded with
+    ``resize="squash"`` for the old pipeline, ``"crop"`` otherwise): every image at
+    each of the six angles, independently augmented.  Returns float ``[6N, 3, S, S]``
+    in [0, 1], labels ``[6N]`` and groups ``[6N]`` (the image index)."""
+    if pipeline not in PIPELINES:
+        raise ValueError(f"pipeline={pipeline!r}: choose {', '.join(PIPELINES)}")
+    torch.manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed)
+    n, size = len(images), images.shape[-1]
+    augment = _old_augment(size) if pipeline == "old" else train_augment(size, preserve_up=True)
+    angles = torch.tensor(ANGLES, dtype=torch.float32)
+    task = None if pipeline == "old" else RotationWarp(ANGLES, 5.0, stretch)
+    xs, labels, groups = [], [], []
+    for start in range(0, n, 128):
+        batch = images[start : start + 128].float() / 255
+        for k in range(len(ANGLES)):
+            x = augment(batch).clamp(0, 1)
+            label = torch.full((len(x),), k)
+            if task is None:
+                degrees = angles[label] + (torch.rand(len(x), generator=gen) * 2 - 1) * 5.0
+                xs.append(_old_rotate(x, degrees))
+            else:  # the task's own draw and warp, with the label fixed
+                params = task.draw(x, gen)
+                params["labels"] = label
+                xs.append(task.apply(x, params))
+            labels.append(label)
+            groups.append(torch.arange(start, start + len(x)))
+    return torch.cat(xs), torch.cat(labels).numpy(), torch.cat(groups).numpy()
+
+
+def _orientation_features(grey: torch.Tensor, bins: int = 18) -> torch.Tensor:
+    kx = torch.tensor([[-1.0, 0, 1], [-2, 0, 2], [-1, 0, 1]]).view(1, 1, 3, 3) / 8
+    gx = F.conv2d(grey, kx)
+    gy = F.conv2d(grey, kx.transpose(2, 3))
+    mag = (gx**2 + gy**2).sqrt().flatten(1)
+    theta = torch.atan2(gy, gx).flatten(1) % torch.pi  # orientation, mod 180 degrees
+    idx = (theta / torch.pi * bins).long().clamp(max=bins - 1)
+    hist = torch.zeros(len(grey), bins).scatter_add_(1, idx, mag)
+    hist = hist / hist.sum(1, keepdim=True).clamp_min(1e-8)
+    jxx, jyy, jxy = (gx * gx).mean((1, 2, 3)), (gy * gy).mean((1, 2, 3)), (gx * gy).mean((1, 2, 3))
+    phi = torch.atan2(2 * jxy, jxx - jyy)  # twice the dominant orientation
+    coherence = ((jxx - jyy) ** 2 + 4 * jxy**2).sqrt() / (jxx + jyy).clamp_min(1e-8)
+    return torch.cat([hist, torch.stack([phi.cos(), phi.sin(), coherence], 1)], 1)
+
+
+def features(x: torch.Tensor) -> np.ndarray:
+    """Low-level features ``[N, D]`` of float images ``[N, 3, S, S]`` in [0, 1]."""
+    grey = x.mean(1, keepdim=True)
+    s = x.shape[-1]
+    c, b = max(2, s // 8), 2
+    regions = [
+        x[..., :c, :c],
+        x[..., :c, -c:],
+        x[..., -c:, :c],
+        x[..., -c:, -c:],  # corners
+        x[..., :b, :],
+        x[..., -b:, :],
+        x[..., :, :b],
+        x[..., :, -b:],  # border strips
+    ]
+    stats = [torch.cat([r.mean((2, 3)), r.std((2, 3))], 1) for r in regions]
+    parts = [_orientation_features(grey), _orientation_features(F.avg_pool2d(grey, 2)), *stats]
+    return torch.cat(parts, 1).numpy()
+
+
+def probe_accuracy(feats: np.ndarray, labels: np.ndarray, groups: np.ndarray, seed: int = 0) -> dict:
+    """5-fold cross-validated accuracy, grouped by image, of two small classifiers."""
+    from sklearn.ensemble import HistGradientBoostingClassifier
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import GroupKFold, cross_val_score
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    folds = GroupKFold(n_splits=5)
+    models = {
+        "logreg": make_pipeline(StandardScaler(), LogisticRegression(C=1.0, max_iter=3000)),
+        "trees": HistGradientBoostingClassifier(max_iter=150, learning_rate=0.1, random_state=seed),
+    }
+    out = {name: float(cross_val_score(m, feats, labels, groups=groups, cv=folds).mean()) for name, m in models.items()}
+    out["probe"] = max(out["logreg"], out["trees"])
+    out["chance"] = 1 / len(np.unique(labels))
+    out["samples"] = len(labels)
+    return out
+
+
+def run_probe(images: torch.Tensor, pipeline: str, seed: int = 0) -> dict:
+    x, labels, groups = task_inputs(images, pipeline, seed)
+    return probe_accuracy(features(x), labels, groups, seed)

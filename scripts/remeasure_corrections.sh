@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Re-measures what the correctness fixes touched (docs/benchmarks/ham10000_cpu/README.md,
+# "Corrected figures"), resumable like the benchmark script:
+#   1. the rotation shortcut probe, old inputs vs current ones;
+#   2. rotation pretraining from scratch and from ImageNet (same budget as the benchmark);
+#   3. LP-FT for ImageNet with BatchNorm that trains after the frozen epoch, and with --freeze-bn;
+#   4. classification on squashed vs centre-cropped images (ImageNet, plain recipe, all labels).
+#
+#   scripts/remeasure_corrections.sh [OUT]      (default runs/corrections)
+set -euo pipefail
+OUT=${1:-runs/corrections}
+DATA=${DATA:-../shared/data/ham10000}
+UNLABELED=${UNLABELED:-../shared/data/isic_unlabeled.zip}
+SSL=${SSL:-ssl-derm}
+PY=${PY:-python}
+mkdir -p "$OUT/pretrain"
+
+[ -f "$OUT/shortcut_probe.json" ] || $PY scripts/shortcut_probe.py --data "$DATA" --n 2000 --size 96 --out "$OUT/shortcut_probe.json"
+
+pretrain() {  # name task init epochs lr
+  local dir="$OUT/pretrain/$1"
+  if [ -f "$dir/DONE" ]; then echo "pretrain $1: done"; return; fi
+  local again=--overwrite
+  [ -f "$dir/checkpoints/last.ckpt" ] && again=--resume
+  $SSL pretrain --config configs/pretrain/ham10000_cpu.yaml --task "$2" --init "$3" --epochs "$4" --lr "$5" \
+    --data "$DATA" --unlabeled "$UNLABELED" --out "$dir" $again --no-progress
+  touch "$dir/DONE"
+}
+pretrain rotation rotation random 5 0.001
+pretrain imagenet+rotation rotation imagenet 5 0.0003
+
+B="$SSL benchmark --config configs/benchmark/ham10000_cpu.yaml --data $DATA --no-progress"
+$B --inits imagenet --freeze-epochs 1 --out "$OUT/lpft-bn-trains"
+$B --inits imagenet --freeze-epochs 1 --freeze-bn --out "$OUT/lpft-freeze-bn"
+$B --inits imagenet --label-fractions 1.0 --out "$OUT/resize-crop"
+$B --inits imagenet --label-fractions 1.0 --set resize=squash --out "$OUT/resize-squash"
