@@ -17,7 +17,7 @@ import pandas as pd
 from ssl_derm.finetune.report import METRICS, label_efficiency_plot, results_markdown, save_confusion
 from ssl_derm.finetune.train import run_finetune
 
-from ssl_derm.checkpoint import init_name, init_seen
+from ssl_derm.checkpoint import FORMAT_VERSION, init_name, init_seen
 from ssl_derm.config import BenchmarkConfig, FinetuneConfig, save_yaml
 from ssl_derm.data.labeled import labeled_from_config, prepare_labeled
 from ssl_derm.data.leaks import check_split_by_content, check_unseen
@@ -65,6 +65,22 @@ def write_reports(rows: list[dict], out: Path, names: list[str]) -> pd.DataFrame
     return results
 
 
+def _current(metrics_file: Path, table: pd.DataFrame) -> bool:
+    """A finished run counts only if this ssl-derm's checkpoint format wrote it (older ones
+    had no leak checks) and it was validated and tested on this benchmark's split."""
+    if json.loads(metrics_file.read_text()).get("format_version") != FORMAT_VERSION:
+        return False
+    split_file = metrics_file.parent / "splits.csv"
+    if not split_file.is_file():
+        return False
+    run = pd.read_csv(split_file, dtype=str, keep_default_na=False)
+
+    def held(t):
+        return set(map(tuple, t.loc[t["split"].isin(["val", "test"]), ["image", "split"]].to_numpy()))
+
+    return held(run) == held(table)
+
+
 def run_benchmark(cfg: BenchmarkConfig, overwrite: bool = False, resume: bool = False) -> pd.DataFrame:
     """``resume`` is accepted for symmetry: a benchmark always continues where it stopped."""
     names = init_names(cfg.inits)
@@ -89,6 +105,12 @@ def run_benchmark(cfg: BenchmarkConfig, overwrite: bool = False, resume: bool = 
     for k, (name, init, frac, s) in enumerate(jobs, 1):
         run = out / "runs" / _slug(name) / f"fraction{frac:g}" / f"seed{s}"
         done = run / "metrics.json"
+        if done.is_file() and not _current(done, labs[first.image_size].table):
+            print(
+                f"[{k}/{len(jobs)}] {name}, label fraction {frac:g}, seed {s}: "
+                "stale (older ssl-derm or another split), run again"
+            )
+            done.unlink()
         if done.is_file():
             print(f"[{k}/{len(jobs)}] {name}, label fraction {frac:g}, seed {s}: done, skipped")
         else:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -82,6 +83,11 @@ def run_evaluate(
             f"this model or its pretraining ({checkpoint})",
             "evaluate on images it never saw: the default --split test uses the split it was trained with",
             kind=f"--split {split}",
+        )
+    if split == "val" and not splits:
+        print(
+            "ssl-derm: note: the model's validation split chose its best epoch; its score there is optimistic",
+            file=sys.stderr,
         )
     folder = run_dir(out, "evaluate", overwrite)
     norm = Normalize(ckpt["normalization"]["mean"], ckpt["normalization"]["std"])

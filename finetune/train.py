@@ -16,8 +16,8 @@ from ssl_derm.finetune.metrics import classification_metrics
 from ssl_derm.finetune.report import log_confusion
 from torch.utils.data import WeightedRandomSampler
 
-from ssl_derm.checkpoint import init_name, init_seen, save_checkpoint
-from ssl_derm.config import FinetuneConfig, save_yaml, to_dict
+from ssl_derm.checkpoint import FORMAT_VERSION, init_name, init_seen, save_checkpoint
+from ssl_derm.config import FinetuneConfig, check_resume_settings, save_yaml, to_dict
 from ssl_derm.data import BankDataset, Normalize, class_weights, label_fraction, make_loader, write_splits
 from ssl_derm.data.identity import ContentIds
 from ssl_derm.data.labeled import LabeledData, labeled_from_config
@@ -58,6 +58,14 @@ def focal_alpha(cfg, y_train: np.ndarray, num_classes: int) -> np.ndarray | None
     return class_weights(y_train, num_classes, mode)
 
 
+def table_sha1(table) -> str:
+    """Which images were in which split (after the label fraction), by name."""
+    import hashlib
+
+    rows = table[["image", "split"]].astype(str).sort_values("image")
+    return hashlib.sha1(rows.to_csv(index=False).encode()).hexdigest()
+
+
 def split_images(lab: LabeledData) -> dict:
     """Who was in each split, by content, for ``evaluate``'s default split."""
     out = {}
@@ -84,6 +92,8 @@ def run_finetune(
     """Fine-tune; return the test metrics (also in ``OUT/metrics.json``)."""
     cfg = resolve_encoder_settings(cfg)
     out = run_dir(cfg.out, "finetune", overwrite, resume)
+    if resume:
+        check_resume_settings(cfg, out / "config.yaml")
     save_yaml(cfg, out / "config.yaml")
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     if lab is None:
@@ -160,6 +170,8 @@ def run_finetune(
             "init_name": name,
             "label_fraction": cfg.label_fraction,
             "seed": cfg.seed,
+            "splits_sha1": table_sha1(lab.table),
+            "format_version": FORMAT_VERSION,
             "best_epoch_val_balanced_accuracy": float(best.best_model_score)
             if best.best_model_score is not None
             else None,

@@ -69,6 +69,10 @@ class PretextModule(pl.LightningModule):
     def denorm(self, x: torch.Tensor) -> torch.Tensor:
         return (x * self.norm.std + self.norm.mean).clamp(0, 1)
 
+    def on_fit_start(self) -> None:
+        # The kornia augmentation draws from the global generator: one stream per DDP rank.
+        torch.manual_seed(self.cfg.seed * 1_000 + self.global_rank)
+
     # --- steps --------------------------------------------------------------
     def training_step(self, x, batch_idx):
         out = self.task(x, generator=self.step_generator())

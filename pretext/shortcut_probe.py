@@ -6,10 +6,12 @@ one counts) is trained on hand-made low-level features of the rotation task's
 own inputs and scored with 5-fold cross-validation grouped by image (the six
 rotations of one image are never split across folds):
 
-- a histogram of gradient orientations (mod 180 degrees, 18 bins, weighted by
-  magnitude) at two scales, and the structure tensor's dominant orientation
-  and coherence: anisotropic stretching, axis-aligned artefacts (JPEG blocks,
-  the frame) and reflection seams all show here;
+- histograms of gradient orientations (mod 180 degrees, 18 bins) and
+  directions (mod 360, 36 bins), weighted by magnitude, at the pixel scale
+  (2x2 differences) and two coarser ones (Sobel), and the structure tensor's
+  dominant orientation and coherence: anisotropic stretching, the resampling
+  grid, axis-aligned artefacts (JPEG blocks, the frame), reflection seams and
+  lighting from one side all show here;
 - mean and standard deviation of the four corners and the four border strips
   per channel: empty or filled corners and the vignette show here.
 
@@ -85,19 +87,32 @@ def task_inputs(images: torch.Tensor, pipeline: str, seed: int = 0, stretch: flo
     return torch.cat(xs), torch.cat(labels).numpy(), torch.cat(groups).numpy()
 
 
+def _histogram(theta: torch.Tensor, mag: torch.Tensor, period: float, bins: int) -> torch.Tensor:
+    idx = ((theta % period) / period * bins).long().clamp(max=bins - 1)
+    hist = torch.zeros(len(theta), bins).scatter_add_(1, idx, mag)
+    return hist / hist.sum(1, keepdim=True).clamp_min(1e-8)
+
+
 def _orientation_features(grey: torch.Tensor, bins: int = 18) -> torch.Tensor:
     kx = torch.tensor([[-1.0, 0, 1], [-2, 0, 2], [-1, 0, 1]]).view(1, 1, 3, 3) / 8
     gx = F.conv2d(grey, kx)
     gy = F.conv2d(grey, kx.transpose(2, 3))
     mag = (gx**2 + gy**2).sqrt().flatten(1)
-    theta = torch.atan2(gy, gx).flatten(1) % torch.pi  # orientation, mod 180 degrees
-    idx = (theta / torch.pi * bins).long().clamp(max=bins - 1)
-    hist = torch.zeros(len(grey), bins).scatter_add_(1, idx, mag)
-    hist = hist / hist.sum(1, keepdim=True).clamp_min(1e-8)
+    theta = torch.atan2(gy, gx).flatten(1)
+    # orientation (mod 180 degrees) and direction (mod 360: which side is brighter)
+    hist = torch.cat([_histogram(theta, mag, torch.pi, bins), _histogram(theta, mag, 2 * torch.pi, 2 * bins)], 1)
     jxx, jyy, jxy = (gx * gx).mean((1, 2, 3)), (gy * gy).mean((1, 2, 3)), (gx * gy).mean((1, 2, 3))
     phi = torch.atan2(2 * jxy, jxx - jyy)  # twice the dominant orientation
     coherence = ((jxx - jyy) ** 2 + 4 * jxy**2).sqrt() / (jxx + jyy).clamp_min(1e-8)
     return torch.cat([hist, torch.stack([phi.cos(), phi.sin(), coherence], 1)], 1)
+
+
+def _fine_features(grey: torch.Tensor, bins: int = 36) -> torch.Tensor:
+    """Pixel-scale differences (2x2 kernels): the resampling grid shows here first."""
+    dx = grey[..., :-1, 1:] - grey[..., :-1, :-1]
+    dy = grey[..., 1:, :-1] - grey[..., :-1, :-1]
+    theta = torch.atan2(dy, dx).flatten(1)
+    return _histogram(theta, (dx**2 + dy**2).sqrt().flatten(1), 2 * torch.pi, bins)
 
 
 def features(x: torch.Tensor) -> np.ndarray:
@@ -116,12 +131,14 @@ def features(x: torch.Tensor) -> np.ndarray:
         x[..., :, -b:],  # border strips
     ]
     stats = [torch.cat([r.mean((2, 3)), r.std((2, 3))], 1) for r in regions]
-    parts = [_orientation_features(grey), _orientation_features(F.avg_pool2d(grey, 2)), *stats]
+    parts = [_fine_features(grey), _orientation_features(grey), _orientation_features(F.avg_pool2d(grey, 2)), *stats]
     return torch.cat(parts, 1).numpy()
 
 
-def probe_accuracy(feats: np.ndarray, labels: np.ndarray, groups: np.ndarray, seed: int = 0) -> dict:
-    """5-fold cross-validated accuracy, grouped by image, of two small classifiers."""
+def probe_accuracy(
+    feats: np.ndarray, labels: np.ndarray, groups: np.ndarray, seed: int = 0, classifiers=("logreg", "trees")
+) -> dict:
+    """5-fold cross-validated accuracy, grouped by image, of small classifiers (the best one counts)."""
     from sklearn.ensemble import HistGradientBoostingClassifier
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import GroupKFold, cross_val_score
@@ -133,13 +150,16 @@ def probe_accuracy(feats: np.ndarray, labels: np.ndarray, groups: np.ndarray, se
         "logreg": make_pipeline(StandardScaler(), LogisticRegression(C=1.0, max_iter=3000)),
         "trees": HistGradientBoostingClassifier(max_iter=150, learning_rate=0.1, random_state=seed),
     }
-    out = {name: float(cross_val_score(m, feats, labels, groups=groups, cv=folds).mean()) for name, m in models.items()}
-    out["probe"] = max(out["logreg"], out["trees"])
+    out = {
+        name: float(cross_val_score(models[name], feats, labels, groups=groups, cv=folds).mean())
+        for name in classifiers
+    }
+    out["probe"] = max(out.values())
     out["chance"] = 1 / len(np.unique(labels))
     out["samples"] = len(labels)
     return out
 
 
-def run_probe(images: torch.Tensor, pipeline: str, seed: int = 0) -> dict:
+def run_probe(images: torch.Tensor, pipeline: str, seed: int = 0, classifiers=("logreg", "trees")) -> dict:
     x, labels, groups = task_inputs(images, pipeline, seed)
-    return probe_accuracy(features(x), labels, groups, seed)
+    return probe_accuracy(features(x), labels, groups, seed, classifiers)

@@ -12,7 +12,7 @@ from ssl_derm.pretext import build_task
 from ssl_derm.pretext.module import PretextModule
 
 from ssl_derm.checkpoint import init_name, init_seen, save_checkpoint
-from ssl_derm.config import PretrainConfig, save_yaml, to_dict
+from ssl_derm.config import PretrainConfig, check_resume_settings, save_yaml, to_dict
 from ssl_derm.data import BankDataset, ImageBank, decode_source, make_loader, open_unlabeled, write_splits
 from ssl_derm.data.identity import ContentIds
 from ssl_derm.data.labeled import LabeledData, labeled_from_config
@@ -135,6 +135,8 @@ class PortableCheckpoint(Callback):
 def run_pretrain(cfg: PretrainConfig, overwrite: bool = False, resume: bool = False) -> Path:
     cfg = resolve_encoder_settings(cfg)
     out = run_dir(cfg.out, "pretrain", overwrite, resume)
+    if resume:
+        check_resume_settings(cfg, out / "config.yaml")
     save_yaml(cfg, out / "config.yaml")
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     inherited = init_seen(cfg.init)

@@ -21,9 +21,10 @@ import torch
 from ssl_derm.pretext.module import knn_balanced_accuracy
 from ssl_derm.pretext.train import knn_data
 
-from ssl_derm.checkpoint import init_name
+from ssl_derm.checkpoint import init_name, init_seen
 from ssl_derm.data import Normalize, to_float
 from ssl_derm.data.labeled import prepare_labeled
+from ssl_derm.data.leaks import check_unseen
 from ssl_derm.encoders import build_encoder, encoder_spec
 
 
@@ -59,6 +60,8 @@ def main() -> None:
     norm = Normalize(**encoder_spec("efficientnet-lite0").normalization)
     results = []
     for init in args.inits:
+        hint = "probe on the split the encoder was pretrained with"
+        check_unseen(init_seen(init), lab, f"the encoder {init}", hint)  # its val queries must be unseen
         encoder = build_encoder("efficientnet-lite0", init)
         row = {"init": init_name(init)}
         row["knn_stored"] = round(knn_balanced_accuracy(encoder, knn, norm, args.k, "cpu"), 4)

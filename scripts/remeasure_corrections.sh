@@ -26,11 +26,10 @@ pretrain() {  # name task init epochs lr
     --data "$DATA" --unlabeled "$UNLABELED" --out "$dir" $again --no-progress
   touch "$dir/DONE"
 }
-pretrain rotation rotation random 5 0.001
-pretrain imagenet+rotation rotation imagenet 5 0.0003
-
 B="$SSL benchmark --config configs/benchmark/ham10000_cpu.yaml --data $DATA --no-progress"
+pretrain rotation rotation random 5 0.001
 $B --inits imagenet --freeze-epochs 1 --out "$OUT/lpft-bn-trains"
 $B --inits imagenet --freeze-epochs 1 --freeze-bn --out "$OUT/lpft-freeze-bn"
+pretrain imagenet+rotation rotation imagenet 5 0.0003
 $B --inits imagenet --label-fractions 1.0 --out "$OUT/resize-crop"
 $B --inits imagenet --label-fractions 1.0 --set resize=squash --out "$OUT/resize-squash"

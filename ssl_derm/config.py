@@ -90,13 +90,15 @@ class PretrainConfig(EngineConfig):
         _check_positive(self, "swaps", "knn_k", "log_images_every_n_steps")
         if self.patch_size < 0 or self.corrupted_weight < 1:
             raise UserError("patch_size must be >= 0 (0 = auto) and corrupted_weight >= 1")
-        if self.image_size is not None and 2 * self.patch_size > self.image_size:
+        if self.image_size is not None and 3 * self.patch_size > self.image_size:
             raise UserError(
-                f"patch_size={self.patch_size}: two patches must fit side by side in {self.image_size} px images "
-                f"(at most {self.image_size // 2})"
+                f"patch_size={self.patch_size}: at most a third of image_size ({self.image_size // 3}), so that "
+                "two disjoint patches are easy to place"
             )
         if len(self.rotation_angles) < 2:
             raise UserError("rotation_angles: need at least two angles")
+        if self.task == "rotation" and self.resize == "squash":
+            raise UserError("resize=squash with the rotation task: the stretch turns with the label and gives it away")
         if not (1 <= self.rotation_stretch <= 2):
             raise UserError(f"rotation_stretch={self.rotation_stretch}: must be in [1, 2] (1 = no stretch)")
 
@@ -239,6 +241,35 @@ def parse_set(items: list[str] | None) -> dict[str, Any]:
 
 def to_dict(cfg: Any) -> dict[str, Any]:
     return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(cfg).items()}
+
+
+# Settings that decide which images a run trains on: a resumed run must keep them, or the
+# weights in last.ckpt (which saw the old images) would be recorded with the new ones.
+DATA_SETTINGS = (
+    "data",
+    "splits",
+    "seed",
+    "split_fractions",
+    "unlabeled",
+    "init",
+    "label_fraction",
+    "image_size",
+    "resize",
+)
+
+
+def check_resume_settings(cfg: Any, path: Path) -> None:
+    """Refuse ``--resume`` with other data settings than the run's saved ``config.yaml``."""
+    if not path.is_file():
+        return
+    saved, now = load_yaml(path), to_dict(cfg)
+    changed = [k for k in DATA_SETTINGS if k in saved and k in now and saved[k] != now[k]]
+    if changed:
+        diffs = ", ".join(f"{k}: {saved[k]!r} -> {now[k]!r}" for k in changed)
+        raise UserError(
+            f"--resume with other data settings than the run was started with ({diffs}); the weights "
+            "already saw the old images. Resume with the same settings or start a new --out"
+        )
 
 
 def save_yaml(cfg: Any, path: Path) -> None:

@@ -152,6 +152,8 @@ def make_trainer(
     devices = cfg.devices if cfg.devices == "auto" else int(cfg.devices)
     multi = cfg.num_nodes > 1 or (isinstance(devices, int) and devices > 1)
     strategy = cfg.strategy if cfg.strategy != "auto" or not multi else "ddp"
+    if find_unused_parameters and strategy == "auto" and devices in ("auto", -1) and torch.cuda.device_count() > 1:
+        strategy = "ddp"  # what Lightning would pick on several GPUs, made explicit to add the flag below
     if strategy == "ddp" and find_unused_parameters:
         # Parameters frozen mid-run (--freeze-epochs) get no gradient while frozen: DDP must not wait for them.
         strategy = "ddp_find_unused_parameters_true"

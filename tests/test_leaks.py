@@ -147,3 +147,9 @@ def test_format_1_checkpoints_cannot_prove_what_they_saw(pretrained, tmp_path, c
         main(["finetune", "--init", str(tmp_path / "old.ckpt"), "--out", str(tmp_path / "ft"), *TINY]),
         "no record of the images it was trained on",
     )
+
+
+def test_an_empty_test_split_is_an_error_not_a_relabelled_validation_score(tmp_path, capsys):
+    args = ["finetune", "--init", "random", "--set", "split_fractions=0.8,0.2,0.0", "--out", str(tmp_path / "ft")]
+    _err_line(capsys, main([*args, *TINY]), "the test split is empty")
+    assert not (tmp_path / "ft" / "metrics.json").exists()

@@ -32,7 +32,7 @@ from ssl_derm.data.archives import ImageSource
 from ssl_derm.data.identity import THUMB, ContentIds, file_sha1, thumbnail
 from ssl_derm.errors import UserError
 
-CACHE_VERSION = 2
+CACHE_VERSION = 3
 RESIZE_MODES = ("crop", "squash")
 _CHUNK = 256
 
@@ -63,7 +63,9 @@ def decode_image(data: bytes, size: int, resize: str = "crop") -> tuple[np.ndarr
     """Bytes of one image file -> uint8 ``[3, size, size]`` (RGB, bilinear, antialiased)
     and its int8 content thumbnail."""
     with Image.open(io.BytesIO(data)) as im:
-        im.draft("RGB", (size, size))  # JPEG: let the decoder downscale by 2/4/8 for free
+        # JPEG: let the decoder downscale by 2/4/8 for free, to no less than 256 px, so that the
+        # content thumbnail is the same whatever the working size (up to 256)
+        im.draft("RGB", (max(size, 256),) * 2)
         rgb = im.convert("RGB")
     if resize == "crop":
         out = ImageOps.fit(rgb, (size, size), Image.BILINEAR, centering=(0.5, 0.5))

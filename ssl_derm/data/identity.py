@@ -82,7 +82,7 @@ class ContentIds:
         names, sha1, rows, seen = [], [], [], set()
         for part in parts:
             for i, h in enumerate(part.sha1):
-                if h not in seen:
+                if not h or h not in seen:  # rows without a sha1 are never merged
                     seen.add(h)
                     names.append(part.names[i])
                     sha1.append(h)
