@@ -153,3 +153,14 @@ def test_an_empty_test_split_is_an_error_not_a_relabelled_validation_score(tmp_p
     args = ["finetune", "--init", "random", "--set", "split_fractions=0.8,0.2,0.0", "--out", str(tmp_path / "ft")]
     _err_line(capsys, main([*args, *TINY]), "the test split is empty")
     assert not (tmp_path / "ft" / "metrics.json").exists()
+
+
+def test_resume_with_other_data_settings_is_refused(pretrained, tmp_path, capsys):
+    """The weights in last.ckpt saw the old pool: resuming on another split would record the wrong one."""
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(pretrained, run)
+    args = ["pretrain", "--task", "rotation", "--data", str(sample_dir()), "--out", str(run), "--max-steps", "2"]
+    line = _err_line(capsys, main([*args, "--resume", "--seed", "1", *TINY]), "--resume with other data settings")
+    assert "seed: 0 -> 1" in line

@@ -34,7 +34,7 @@ def test_an_explicit_image_size_that_overrides_the_pretrained_one_is_said(tmp_pa
     pre = tmp_path / "pre"
     assert main(["pretrain", "--task", "rotation", "--out", str(pre), "--max-steps", "1", *TINY]) == 0
     capsys.readouterr()
-    args = ["finetune", "--init", str(pre / "ssl.ckpt"), "--splits", str(pre / "splits.csv"), "--epochs", "1"]
+    args = ["finetune", "--init", str(pre / "ssl.ckpt"), "--splits", str(pre / "splits.csv"), "--max-steps", "2"]
     assert (
         main([*args, "--out", str(tmp_path / "ft"), "--image-size", "96", "--batch-size", "16", "--no-progress"]) == 0
     )
