@@ -23,7 +23,8 @@ content tells the angle, every input, angle 0 included, is made by one warp:
 The augmentation before the task keeps "up" (``preserves_up``: no vertical
 flip, no rotation, square crops).  ``scripts/shortcut_probe.py`` measures
 what a classifier on hand-made low-level features of these inputs can tell:
-0.47-0.49 on the old inputs (six angles, chance 0.167), near chance on these.
+0.496 on the old inputs (six angles, chance 0.167), 0.212 on these
+(2,000 HAM10000 images at 96 px).
 """
 
 from __future__ import annotations
