@@ -14,16 +14,7 @@ UNLABELED=${UNLABELED:-../shared/data/isic_unlabeled.zip}
 SSL=${SSL:-ssl-derm}
 mkdir -p "$OUT/pretrain"
 
-pretrain() {  # name task init epochs lr  (name may hold a folder: pretrain-ablation/NAME)
-  local dir="$OUT/pretrain/$1"
-  case $1 in */*) dir="$OUT/$1";; esac
-  if [ -f "$dir/DONE" ]; then echo "pretrain $1: done"; return; fi
-  local again=--overwrite
-  [ -f "$dir/checkpoints/last.ckpt" ] && again=--resume
-  $SSL pretrain --config configs/pretrain/ham10000_cpu.yaml --task "$2" --init "$3" --epochs "$4" --lr "$5" \
-    --data "$DATA" --unlabeled "$UNLABELED" --out "$dir" $again --no-progress
-  touch "$dir/DONE"
-}
+source "$(dirname "$0")/pretrain_step.sh"
 
 pretrain rotation rotation random 5 0.001
 pretrain context_restore context_restore random 2 0.001

@@ -18,15 +18,7 @@ mkdir -p "$OUT/pretrain"
 
 [ -f "$OUT/shortcut_probe.json" ] || $PY scripts/shortcut_probe.py --data "$DATA" --n 2000 --size 96 --out "$OUT/shortcut_probe.json"
 
-pretrain() {  # name task init epochs lr
-  local dir="$OUT/pretrain/$1"
-  if [ -f "$dir/DONE" ]; then echo "pretrain $1: done"; return; fi
-  local again=--overwrite
-  [ -f "$dir/checkpoints/last.ckpt" ] && again=--resume
-  $SSL pretrain --config configs/pretrain/ham10000_cpu.yaml --task "$2" --init "$3" --epochs "$4" --lr "$5" \
-    --data "$DATA" --unlabeled "$UNLABELED" --out "$dir" $again --no-progress
-  touch "$dir/DONE"
-}
+source "$(dirname "$0")/pretrain_step.sh"
 # Seeds: SEEDS=1 first (what one CPU session affords), then SEEDS=2 adds the second seed and
 # skips the finished runs. EPOCHS: rotation pretraining epochs (5, the benchmark profile's budget).
 SEEDS=${SEEDS:-2}

@@ -125,6 +125,8 @@ def resolve_encoder_settings(cfg):
         from ssl_derm.checkpoint import load_checkpoint
 
         ckpt = load_checkpoint(cfg.init, expect_encoder=cfg.encoder)
+        from ssl_derm.engine import _is_worker
+
         if size is not None and size != ckpt["image_size"] and not _is_worker():
             import sys
 
@@ -137,12 +139,6 @@ def resolve_encoder_settings(cfg):
     encoder = encoder or DEFAULT_ENCODER
     encoder_spec(encoder)
     return dataclasses.replace(cfg, encoder=encoder, image_size=size or 128)
-
-
-def _is_worker() -> bool:
-    import os
-
-    return os.environ.get("LOCAL_RANK", "0") != "0"
 
 
 def load_strict(module: nn.Module, state: dict, what: str) -> None:

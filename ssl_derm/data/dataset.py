@@ -23,6 +23,7 @@ class ImageBank:
         self.part = np.concatenate([np.full(int(p.ok.sum()), i) for i, p in enumerate(parts)]).astype(np.int64)
         self.local = np.concatenate([np.flatnonzero(p.ok) for p in parts]).astype(np.int64)
         self.names = [p.names[j] for i, p in enumerate(parts) for j in np.flatnonzero(p.ok)]
+        self._ids: ContentIds | None = None
 
     def __len__(self) -> int:
         return len(self.local)
@@ -33,8 +34,9 @@ class ImageBank:
 
     def ids(self, idx: np.ndarray | None = None) -> ContentIds:
         """Content fingerprints of bank rows ``idx`` (all rows when None), in that order."""
-        every = ContentIds.concat_parts([p.ids() for p in self.parts])
-        return every if idx is None else every.subset(idx)
+        if self._ids is None:  # built once: the leak checks ask for several subsets
+            self._ids = ContentIds.concat_parts([p.ids() for p in self.parts])
+        return self._ids if idx is None else self._ids.subset(idx)
 
     def gather(self, idx: np.ndarray) -> torch.Tensor:
         """uint8 ``[len(idx), 3, S, S]`` for bank indices ``idx`` (order kept)."""
