@@ -9,7 +9,7 @@ from ssl_derm.finetune.losses import FocalLoss
 from ssl_derm.finetune.metrics import classification_metrics
 from torch import nn
 
-from ssl_derm.data import Normalize, to_float, train_augment
+from ssl_derm.data import ImagePipeline, train_augment
 from ssl_derm.encoders import feature_dim, pooled_features
 from ssl_derm.engine import RunFailed, cosine_schedule
 
@@ -25,13 +25,13 @@ class Classifier(nn.Module):
 
 
 @torch.no_grad()
-def predict_proba(model: nn.Module, images, norm: Normalize, device, batch_size: int = 128) -> np.ndarray:
+def predict_proba(model: nn.Module, images, pipeline: ImagePipeline, device, batch_size: int = 128) -> np.ndarray:
     """Softmax probabilities for uint8 ``images`` (tensor or bank gather), in eval mode."""
     model.eval().to(device, memory_format=torch.channels_last)
-    norm = norm.to(device)
+    pipeline = pipeline.to(device)
     out = []
     for i in range(0, len(images), batch_size):
-        x = norm(to_float(images[i : i + batch_size].to(device))).contiguous(memory_format=torch.channels_last)
+        x = pipeline(images[i : i + batch_size].to(device))
         out.append(torch.softmax(model(x).float(), dim=1).cpu())
     return torch.cat(out).numpy() if out else np.zeros((0, 0))
 
@@ -50,8 +50,7 @@ class FinetuneModule(pl.LightningModule):
         self.model = model
         self.cfg = cfg
         self.classes = classes
-        self.norm = Normalize(normalization["mean"], normalization["std"])
-        self.augment = train_augment(cfg.image_size) if cfg.augment else None
+        self.pipeline = ImagePipeline(normalization, train_augment(cfg.image_size) if cfg.augment else None)
         self.loss = FocalLoss(cfg.focal_gamma, None if alpha is None else torch.as_tensor(alpha, dtype=torch.float32))
         self.steps_per_epoch = steps_per_epoch
         self._val: list[tuple[torch.Tensor, torch.Tensor]] = []
@@ -60,10 +59,8 @@ class FinetuneModule(pl.LightningModule):
 
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
         images, labels = batch
-        x = to_float(images)
-        if self.trainer is not None and self.trainer.training and self.augment is not None:
-            x = self.augment(x)
-        return self.norm(x).contiguous(memory_format=torch.channels_last), labels
+        training = self.trainer is not None and self.trainer.training
+        return self.pipeline(images, train=training), labels
 
     def encoder_frozen(self) -> bool:
         return self.cfg.linear_probe or self.current_epoch < self.cfg.freeze_epochs

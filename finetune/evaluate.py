@@ -13,7 +13,7 @@ from ssl_derm.finetune.classifier import Classifier, predict_proba
 from ssl_derm.finetune.metrics import classification_metrics
 
 from ssl_derm.checkpoint import load_checkpoint
-from ssl_derm.data import Normalize
+from ssl_derm.data import ImagePipeline
 from ssl_derm.data.identity import ContentIds
 from ssl_derm.data.labeled import prepare_labeled
 from ssl_derm.data.leaks import check_unseen_ids
@@ -90,9 +90,9 @@ def run_evaluate(
             file=sys.stderr,
         )
     folder = run_dir(out, "evaluate", overwrite)
-    norm = Normalize(ckpt["normalization"]["mean"], ckpt["normalization"]["std"])
+    pipeline = ImagePipeline(ckpt["normalization"])
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    probs = predict_proba(model, lab.bank.gather(rows["row"].to_numpy()), norm, device)
+    probs = predict_proba(model, lab.bank.gather(rows["row"].to_numpy()), pipeline, device)
     targets = rows["label"].map({c: i for i, c in enumerate(classes)}).to_numpy()
     metrics = classification_metrics(targets, probs, classes)
     metrics.update({"split": split, "checkpoint": str(checkpoint)})

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +19,7 @@ from torch.utils.data import WeightedRandomSampler
 
 from ssl_derm.checkpoint import FORMAT_VERSION, init_name, init_seen, save_checkpoint
 from ssl_derm.config import FinetuneConfig, check_resume_settings, save_yaml, to_dict
-from ssl_derm.data import BankDataset, Normalize, class_weights, label_fraction, make_loader, write_splits
+from ssl_derm.data import BankDataset, ImagePipeline, class_weights, label_fraction, make_loader, write_splits
 from ssl_derm.data.identity import ContentIds
 from ssl_derm.data.labeled import LabeledData, labeled_from_config
 from ssl_derm.data.leaks import check_split_by_content, check_unseen
@@ -86,10 +87,24 @@ def step_budget(cfg, steps_per_epoch: int):
     return dataclasses.replace(cfg, epochs=epochs, freeze_epochs=freeze)
 
 
-def run_finetune(
+@dataclass
+class FinetuneRun:
+    """Everything ``build_finetune`` assembles for the fit and export steps."""
+
+    cfg: FinetuneConfig
+    out: Path
+    lab: LabeledData
+    inherited: ContentIds
+    model: Classifier
+    module: FinetuneModule
+    steps_per_epoch: int
+    batch: int
+
+
+def build_finetune(
     cfg: FinetuneConfig, overwrite: bool = False, resume: bool = False, lab: LabeledData | None = None
-) -> dict:
-    """Fine-tune; return the test metrics (also in ``OUT/metrics.json``)."""
+) -> FinetuneRun:
+    """Run folder, data (label fraction, leak checks), model and LightningModule."""
     cfg = resolve_encoder_settings(cfg)
     out = run_dir(cfg.out, "finetune", overwrite, resume)
     if resume:
@@ -118,8 +133,15 @@ def run_finetune(
     steps = max(1, len(y_train) // batch)
     cfg = step_budget(cfg, steps)
     module = FinetuneModule(model, cfg, spec.normalization, lab.classes, alpha, steps)
+    return FinetuneRun(cfg, out, lab, inherited, model, module, steps, batch)
+
+
+def fit_finetune(run: FinetuneRun, resume: bool = False):
+    """Train with early stopping on validation balanced accuracy; the module ends with
+    the best epoch's weights. Returns the trainer and the best-checkpoint callback."""
+    cfg, lab = run.cfg, run.lab
     best = ModelCheckpoint(
-        dirpath=out / "checkpoints",
+        dirpath=run.out / "checkpoints",
         filename="best",
         monitor=BEST,
         mode="max",
@@ -129,19 +151,24 @@ def run_finetune(
     )
     stop = EarlyStopping(monitor=BEST, mode="max", patience=cfg.patience, check_finite=False)
     trainer = make_trainer(
-        cfg, out, callbacks=[best, stop], steps_per_epoch=steps, find_unused_parameters=cfg.freeze_epochs > 0
+        cfg,
+        run.out,
+        callbacks=[best, stop],
+        steps_per_epoch=run.steps_per_epoch,
+        find_unused_parameters=cfg.freeze_epochs > 0,
     )
     pin = pin_memory(trainer)
+    y_train = lab.targets("train")
     sampler = None
     if cfg.balanced_sampler:
         weights = 1.0 / np.bincount(y_train, minlength=len(lab.classes))[y_train]
         sampler = WeightedRandomSampler(weights, len(y_train), generator=torch.Generator().manual_seed(cfg.seed))
     train_loader = make_loader(
         BankDataset(lab.bank, lab.indices("train"), y_train),
-        batch,
+        run.batch,
         shuffle=True,
         seed=cfg.seed,
-        drop_last=len(y_train) > batch,
+        drop_last=len(y_train) > run.batch,
         sampler=sampler,
         pin_memory=pin,
     )
@@ -150,17 +177,21 @@ def run_finetune(
     )
     print(
         f"fine-tuning {cfg.encoder} (init={cfg.init}) on {len(y_train):,} images, {len(lab.classes)} classes, "
-        f"@ {cfg.image_size}px -> {out}"
+        f"@ {cfg.image_size}px -> {run.out}"
     )
-    trainer.fit(module, train_loader, val_loader, ckpt_path=resume_path(out, resume), weights_only=True)
-    if not trainer.is_global_zero:
-        return {}
-    if best.best_model_path:  # the best epoch's weights, not the last epoch's
+    trainer.fit(run.module, train_loader, val_loader, ckpt_path=resume_path(run.out, resume), weights_only=True)
+    if trainer.is_global_zero and best.best_model_path:  # the best epoch's weights, not the last epoch's
         state = torch.load(best.best_model_path, map_location="cpu", weights_only=True)["state_dict"]
-        module.load_state_dict(state)
+        run.module.load_state_dict(state)
+    return trainer, best
+
+
+def export_finetune(run: FinetuneRun, trainer, best) -> dict:
+    """Score the test split once; write metrics.json, the confusion matrix and model.ckpt."""
+    cfg, lab, model = run.cfg, run.lab, run.model
     test_split = "test"
-    norm = Normalize(spec.mean, spec.std)
-    probs = predict_proba(model, lab.bank.gather(lab.indices(test_split)), norm, trainer.strategy.root_device)
+    pipeline = ImagePipeline(encoder_spec(cfg.encoder).normalization)
+    probs = predict_proba(model, lab.bank.gather(lab.indices(test_split)), pipeline, trainer.strategy.root_device)
     name = _safe_init_name(cfg.init)  # reads the init checkpoint once, for metrics and model.ckpt
     metrics = classification_metrics(lab.targets(test_split), probs, lab.classes)
     metrics.update(
@@ -177,29 +208,40 @@ def run_finetune(
             else None,
         }
     )
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    (run.out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     log_confusion(trainer.logger, metrics["confusion_matrix"], f"{test_split}/confusion_matrix", trainer.global_step)
     save_checkpoint(
-        out / "model.ckpt",
+        run.out / "model.ckpt",
         encoder_name=cfg.encoder,
         encoder_state_dict=model.encoder.state_dict(),
         image_size=cfg.image_size,
-        normalization=spec.normalization,
+        normalization=encoder_spec(cfg.encoder).normalization,
         task="classifier",
         config=to_dict(cfg),
         head_state_dict=model.head.state_dict(),
         class_names=list(lab.classes),
         dropout=cfg.dropout,
         init_chain=name,
-        seen_images=ContentIds.concat([inherited, lab.bank.ids(lab.indices("train"))]).to_state(),
+        seen_images=ContentIds.concat([run.inherited, lab.bank.ids(lab.indices("train"))]).to_state(),
         split_images=split_images(lab),
     )
     print(
         f"{test_split}: balanced accuracy {metrics['balanced_accuracy']:.3f}, macro F1 {metrics['macro_f1']:.3f}, "
         f"AUC {metrics['auc_macro'] or float('nan'):.3f} ({metrics['n_images']} images)"
     )
-    print(f"wrote {out / 'model.ckpt'} and {out / 'metrics.json'}")
+    print(f"wrote {run.out / 'model.ckpt'} and {run.out / 'metrics.json'}")
     return metrics
+
+
+def run_finetune(
+    cfg: FinetuneConfig, overwrite: bool = False, resume: bool = False, lab: LabeledData | None = None
+) -> dict:
+    """Fine-tune; return the test metrics (also in ``OUT/metrics.json``)."""
+    run = build_finetune(cfg, overwrite, resume, lab)
+    trainer, best = fit_finetune(run, resume)
+    if not trainer.is_global_zero:
+        return {}
+    return export_finetune(run, trainer, best)
 
 
 def _safe_init_name(init: str) -> str:

@@ -1,49 +1,18 @@
-"""Pretext tasks for self-supervised pretraining, by name (after smp's registry)."""
+"""Pretext tasks for self-supervised pretraining, one module each, by name.
+
+Importing this package does not import torch: the command line lists the
+tasks from the registry (``task_names``) while ``--help`` stays fast.  Task
+classes load on demand (``get_task``, ``build_task``).
+"""
 
 from __future__ import annotations
 
-from ssl_derm.pretext.base import PretextTask
-from ssl_derm.pretext.context_restore import ContextRestoreTask, draw_swaps, swap_patches
-from ssl_derm.pretext.rotation import RotationTask, rotate_batch
-
-from ssl_derm.encoders import encoder_spec
-from ssl_derm.errors import UserError
+from ssl_derm.pretext.registry import get_task, register_task, settings_class, task_names
 
 
-def _rotation(encoder, cfg):
-    return RotationTask(
-        encoder, angles=cfg.rotation_angles, angle_jitter=cfg.angle_jitter, stretch=cfg.rotation_stretch
-    )
+def build_task(name: str, encoder, cfg):
+    """Task ``name`` on ``encoder``, configured by ``cfg`` (a ``PretrainConfig``)."""
+    return get_task(name)(encoder, cfg)
 
 
-def _context_restore(encoder, cfg):
-    return ContextRestoreTask(
-        encoder,
-        encoder_spec(cfg.encoder).smp_name,
-        swaps=cfg.swaps,
-        patch_size=cfg.patch_size,
-        corrupted_weight=cfg.corrupted_weight,
-    )
-
-
-TASKS = {"rotation": _rotation, "context_restore": _context_restore}
-
-
-def build_task(name: str, encoder, cfg) -> PretextTask:
-    try:
-        factory = TASKS[name]
-    except KeyError:
-        raise UserError(f"unknown task {name!r}; valid: {', '.join(TASKS)}") from None
-    return factory(encoder, cfg)
-
-
-__all__ = [
-    "TASKS",
-    "ContextRestoreTask",
-    "PretextTask",
-    "RotationTask",
-    "build_task",
-    "draw_swaps",
-    "rotate_batch",
-    "swap_patches",
-]
+__all__ = ["build_task", "get_task", "register_task", "settings_class", "task_names"]

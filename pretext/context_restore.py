@@ -11,10 +11,16 @@ over the whole batch on the device; no per-image Python.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import segmentation_models_pytorch as smp
 import torch
-from ssl_derm.pretext.base import PretextTask
+from ssl_derm.pretext.base import PretextTask, StepOutput, TaskSettings
+from ssl_derm.pretext.registry import register_task
 from torch import nn
+
+from ssl_derm.data.transforms import train_augment
+from ssl_derm.encoders import encoder_spec
 
 
 def draw_swaps(
@@ -75,46 +81,75 @@ def swap_patches(x: torch.Tensor, swaps: torch.Tensor, patch: int) -> tuple[torc
     return out, touched
 
 
-class ContextRestoreTask(PretextTask):
-    name = "context_restore"
+@dataclass(frozen=True)
+class Settings(TaskSettings):
+    swaps: int = 20  # patch-pair swaps per image
+    patch_size: int = 0  # 0: image_size // 10 (12 px at 128 px)
+    corrupted_weight: float = 1.0  # > 1 weighs the swapped pixels more in the L2 loss
 
-    def __init__(
-        self, encoder: nn.Module, smp_name: str, swaps: int = 20, patch_size: int = 0, corrupted_weight: float = 1.0
-    ) -> None:
-        super().__init__(encoder)
-        self.unet = smp.Unet(smp_name, encoder_weights=None, classes=3, activation=None)
+    def validate(self) -> None:
+        self.require("swaps", self.swaps >= 1, "must be >= 1")
+        self.require("patch_size", self.patch_size >= 0, "must be >= 0 (0 = image_size // 10)")
+        self.require("corrupted_weight", self.corrupted_weight >= 1, "must be >= 1 (1 = plain L2)")
+
+    def check(self, cfg) -> None:
+        if cfg.image_size is not None and 3 * self.patch_size > cfg.image_size:
+            self.require(
+                "patch_size",
+                False,
+                f"at most a third of image_size ({cfg.image_size // 3}), so two disjoint patches are easy to place",
+            )
+
+
+@register_task("context_restore")
+class ContextRestoreTask(PretextTask):
+    """Restore the original image from its patch-swapped copy with a U-Net (L2 loss)."""
+
+    Settings = Settings
+
+    def __init__(self, encoder: nn.Module, cfg) -> None:
+        super().__init__(encoder, cfg)
+        self.unet = smp.Unet(encoder_spec(cfg.encoder).smp_name, encoder_weights=None, classes=3, activation=None)
         self.unet.encoder = encoder  # one encoder, shared with the rest of ssl-derm
-        self.swaps = int(swaps)
-        self.patch_size = int(patch_size)
-        self.corrupted_weight = float(corrupted_weight)
+        s = self.settings
+        self.swaps, self.patch_size, self.corrupted_weight = s.swaps, s.patch_size, s.corrupted_weight
+        self.augment_views = train_augment(self.image_size) if self.augment else None
 
     def patch_for(self, size: int) -> int:
         return self.patch_size or max(4, size // 10)
 
     def draw(self, x, generator=None):
         b, _, h, w = x.shape
-        return {"swaps": draw_swaps(b, h, w, self.patch_for(min(h, w)), self.swaps, generator)}
+        params = {}
+        if self.augment_views is not None:
+            params["augment"] = self.augment_views.draw(x, generator)
+            h = w = self.image_size
+        params["swaps"] = draw_swaps(b, h, w, self.patch_for(min(h, w)), self.swaps, generator)
+        return params
 
-    def apply(self, x, params):
-        return swap_patches(x, params["swaps"], self.patch_for(min(x.shape[-2:])))[0]
+    def make_views(self, x, params):
+        if "augment" in params:
+            x = self.augment_views.apply(x, params["augment"])
+        original = self.pipeline.normalize(x)
+        corrupted, touched = swap_patches(original, params["swaps"], self.patch_for(min(x.shape[-2:])))
+        return {"original": original, "corrupted": corrupted, "touched": touched}
 
-    def forward(self, x: torch.Tensor, generator: torch.Generator | None = None) -> dict:
-        self.check_input(x)
-        params = self.draw(x, generator)
-        corrupted, touched = swap_patches(x, params["swaps"], self.patch_for(min(x.shape[-2:])))
-        restored = self.unet(corrupted)
-        sq = (restored.float() - x.float()) ** 2
+    def compute(self, x, views, params):
+        original, touched = views["original"], views["touched"]
+        restored = self.unet(views["corrupted"])
+        sq = (restored.float() - original.float()) ** 2
         if self.corrupted_weight == 1.0:
             loss = sq.mean()
         else:
             w = 1.0 + (self.corrupted_weight - 1.0) * touched
-            loss = (sq * w).sum() / (w.sum() * x.shape[1])
+            loss = (sq * w).sum() / (w.sum() * original.shape[1])
         with torch.no_grad():
-            mse_touched = (sq * touched).sum() / (touched.sum() * x.shape[1]).clamp_min(1)
-        return {"loss": loss, "mse_swapped": mse_touched, "corrupted": corrupted, "restored": restored}
-
-    def visuals(self, x, out):
-        return {"corrupted": out["corrupted"], "restored": out["restored"], "original": x}
+            mse_touched = (sq * touched).sum() / (touched.sum() * original.shape[1]).clamp_min(1)
+        return StepOutput(
+            loss,
+            scalars={"mse_swapped": mse_touched},
+            images={"corrupted": views["corrupted"], "restored": restored, "original": original},
+        )
 
     def extra_state(self):
         return {

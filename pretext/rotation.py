@@ -20,7 +20,7 @@ content tells the angle, every input, angle 0 included, is made by one warp:
   (on pure noise the grid alone otherwise tells the angle modulo 180);
 - then each image's brightness ramp is removed (``flatten_illumination``).
 
-The augmentation before the task keeps "up" (``preserves_up``: no vertical
+The task's own augmentation keeps "up" (no vertical
 flip, no rotation, square crops).  ``scripts/shortcut_probe.py`` measures
 what a classifier on hand-made low-level features of these inputs can tell:
 0.496 on the old inputs (six angles, chance 0.167), 0.212 on these
@@ -30,15 +30,19 @@ what a classifier on hand-made low-level features of these inputs can tell:
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from kornia.filters import gaussian_blur2d
 from kornia.geometry.transform import warp_affine
-from ssl_derm.pretext.base import PretextTask
+from ssl_derm.pretext.base import PretextTask, StepOutput, TaskSettings
+from ssl_derm.pretext.registry import register_task
 from torch import nn
 
+from ssl_derm.data.transforms import train_augment
 from ssl_derm.encoders import feature_dim, pooled_features
+from ssl_derm.errors import UserError
 
 
 def _rot(theta: torch.Tensor) -> torch.Tensor:
@@ -100,7 +104,7 @@ class RotationWarp:
 
     def __init__(self, angles=(0, 60, 120, 180, 240, 300), angle_jitter: float = 5.0, stretch: float = 1.25) -> None:
         if stretch < 1:
-            raise ValueError(f"rotation_stretch={stretch}: must be >= 1 (1 = no stretch)")
+            raise ValueError(f"stretch={stretch}: must be >= 1 (1 = no stretch)")
         self.angles = torch.tensor([float(a) for a in angles])
         self.angle_jitter = float(angle_jitter)
         self.stretch = float(stretch)
@@ -120,44 +124,67 @@ class RotationWarp:
         return flatten_illumination(rotate_batch(x, degrees, params["stretch"], params["direction"], self.stretch))
 
 
-class RotationTask(PretextTask):
-    name = "rotation"
-    preserves_up = True  # the labels are rotations
+@dataclass(frozen=True)
+class Settings(TaskSettings):
+    angles: tuple[float, ...] = (0, 60, 120, 180, 240, 300)
+    jitter: float = 5.0  # degrees, added to every angle (0 included), so every input is resampled alike
+    stretch: float = 1.25  # random-direction stretch before rotating (1 = none)
 
-    def __init__(
-        self,
-        encoder: nn.Module,
-        angles=(0, 60, 120, 180, 240, 300),
-        angle_jitter: float = 5.0,
-        stretch: float = 1.25,
-    ) -> None:
-        super().__init__(encoder)
-        self.warp = RotationWarp(angles, angle_jitter, stretch)
+    def validate(self) -> None:
+        self.require(
+            "angles", len(self.angles) >= 2 and len(set(self.angles)) == len(self.angles), "need >= 2 distinct angles"
+        )
+        self.require("jitter", 0 <= self.jitter < 30, "must be in [0, 30) degrees")
+        self.require("stretch", 1 <= self.stretch <= 2, "must be in [1, 2] (1 = no stretch)")
+
+    def check(self, cfg) -> None:
+        if cfg.resize == "squash":
+            raise UserError("resize=squash with the rotation task: the stretch turns with the label and gives it away")
+
+
+@register_task("rotation")
+class RotationTask(PretextTask):
+    """Predict which of K angles an image was turned by (cross-entropy on a linear head)."""
+
+    Settings = Settings
+
+    def __init__(self, encoder: nn.Module, cfg) -> None:
+        super().__init__(encoder, cfg)
+        s = self.settings
+        self.warp = RotationWarp(s.angles, s.jitter, s.stretch)
         self.register_buffer("angles", self.warp.angles.clone(), persistent=False)
-        self.head = nn.Linear(feature_dim(encoder), len(angles))
+        self.head = nn.Linear(feature_dim(encoder), len(s.angles))
+        # keeps "up": no vertical flip, no rotation, square crops (see train_augment)
+        self.upright = train_augment(self.image_size, preserve_up=True) if self.augment else None
 
     def draw(self, x, generator=None):
-        return self.warp.draw(x, generator)
+        params = {"warp": self.warp.draw(x, generator)}
+        if self.upright is not None:
+            params["augment"] = self.upright.draw(x, generator)
+        return params
 
-    def apply(self, x, params):
-        return self.warp.apply(x, params)
+    def make_views(self, x, params):
+        if "augment" in params:
+            x = self.upright.apply(x, params["augment"])
+        return {"rotated": self.pipeline.normalize(self.warp.apply(x, params["warp"]))}
 
-    def forward(self, x: torch.Tensor, generator: torch.Generator | None = None) -> dict:
-        self.check_input(x)
-        params = self.draw(x, generator)
-        inputs = self.apply(x, params)
-        logits = self.head(pooled_features(self.encoder, inputs))
-        loss = F.cross_entropy(logits, params["labels"])
-        accuracy = (logits.argmax(1) == params["labels"]).float().mean()
-        return {"loss": loss, "accuracy": accuracy, "inputs": inputs, "logits": logits, "labels": params["labels"]}
+    def compute(self, x, views, params):
+        labels = params["warp"]["labels"]
+        logits = self.head(pooled_features(self.encoder, views["rotated"]))
+        loss = F.cross_entropy(logits, labels)
+        accuracy = (logits.argmax(1) == labels).float().mean()
 
-    def visuals(self, x, out):
-        return {"rotated_inputs": out["inputs"]}
+        def describe(n: int = 8) -> str:
+            pred = self.angles[logits[:n].argmax(1)].tolist()
+            true = self.angles[labels[:n]].tolist()
+            return "predicted / true angle: " + ", ".join(f"{p:.0f}/{t:.0f}" for p, t in zip(pred, true))
 
-    def describe(self, out, n: int = 8) -> str:
-        pred = self.angles[out["logits"][:n].argmax(1)].tolist()
-        true = self.angles[out["labels"][:n]].tolist()
-        return "predicted / true angle: " + ", ".join(f"{p:.0f}/{t:.0f}" for p, t in zip(pred, true))
+        return StepOutput(
+            loss,
+            scalars={"accuracy": accuracy},
+            images={"rotated_inputs": views["rotated"]},
+            texts={"predictions": describe},
+        )
 
     def extra_state(self):
         return {

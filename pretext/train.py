@@ -9,13 +9,14 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import Callback
 from ssl_derm.pretext import build_task
+from ssl_derm.pretext.knn import knn_data
 from ssl_derm.pretext.module import PretextModule
 
 from ssl_derm.checkpoint import init_name, init_seen, save_checkpoint
 from ssl_derm.config import PretrainConfig, check_resume_settings, save_yaml, to_dict
 from ssl_derm.data import BankDataset, ImageBank, decode_source, make_loader, open_unlabeled, write_splits
 from ssl_derm.data.identity import ContentIds
-from ssl_derm.data.labeled import LabeledData, labeled_from_config
+from ssl_derm.data.labeled import labeled_from_config
 from ssl_derm.data.leaks import check_split_by_content, check_unseen_ids, drop_copies, heldout_ids, write_duplicates
 from ssl_derm.encoders import build_encoder, encoder_spec, resolve_encoder_settings
 from ssl_derm.engine import make_trainer, pin_memory, resume_path, run_dir
@@ -31,33 +32,6 @@ def write_skipped(out: Path, skipped: list[tuple[str, str]], total: int) -> None
         f"skipped {len(skipped):,} of {total:,} files: {first}{' ...' if len(skipped) > 3 else ''} "
         f"(full list: {out / 'skipped.txt'})"
     )
-
-
-def balanced_bank(idx: np.ndarray, labels: np.ndarray, size: int, seed: int) -> np.ndarray:
-    """At most ``size // K`` images per class for the kNN bank: with HAM10000's two
-    thirds of nevi, an unbalanced bank votes "nv" for nearly everything and the
-    monitor's balanced accuracy would sit at chance whatever the features."""
-    rng = np.random.default_rng(seed)
-    classes = np.unique(labels[idx])
-    per = max(1, size // len(classes))
-    keep = [rng.permutation(idx[labels[idx] == c])[:per] for c in classes]
-    return np.sort(np.concatenate(keep))
-
-
-def knn_data(lab: LabeledData, bank_size: int, seed: int) -> dict | None:
-    """The kNN monitor's images: a class-balanced bank from the training split, the
-    validation split as queries (None without one). Uint8, gathered once."""
-    if not len(lab.indices("val")):
-        return None
-    labels = lab.table["label"].map({c: i for i, c in enumerate(lab.classes)}).to_numpy()
-    bank_idx = balanced_bank(lab.indices("train"), labels, bank_size, seed)
-    return {
-        "bank": lab.bank.gather(bank_idx),
-        "bank_labels": torch.as_tensor(labels[bank_idx]),
-        "query": lab.bank.gather(lab.indices("val")),
-        "query_labels": torch.as_tensor(labels[lab.indices("val")]),
-        "classes": lab.classes,
-    }
 
 
 def build_pool(cfg: PretrainConfig, out: Path):

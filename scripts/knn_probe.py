@@ -1,6 +1,6 @@
 #!/usr/bin/env python
-"""Frozen-feature probe of encoders: class-balanced kNN balanced accuracy on the
-HAM10000 validation split, with the encoder's stored BatchNorm statistics and with
+"""Frozen-feature probe of encoders: class-balanced kNN and linear-probe balanced
+accuracy on the HAM10000 validation split, with the encoder's stored BatchNorm statistics and with
 statistics re-estimated on the training split (AdaBN: same weights, in-domain
 statistics). Separates what pretraining changed in the weights from what it
 changed in the normalisation.
@@ -18,18 +18,17 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from ssl_derm.pretext.module import knn_balanced_accuracy
-from ssl_derm.pretext.train import knn_data
+from ssl_derm.pretext.knn import frozen_probe, knn_data
 
 from ssl_derm.checkpoint import init_name, init_seen
-from ssl_derm.data import Normalize, to_float
+from ssl_derm.data import ImagePipeline
 from ssl_derm.data.labeled import prepare_labeled
 from ssl_derm.data.leaks import check_unseen
 from ssl_derm.encoders import build_encoder, encoder_spec
 
 
 @torch.no_grad()
-def adapt_batchnorm(encoder, images, norm, batch: int = 128) -> None:
+def adapt_batchnorm(encoder, images, pipeline, batch: int = 128) -> None:
     """Replace every BatchNorm's running statistics by their average over ``images``."""
     bns = [m for m in encoder.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
     for m in bns:
@@ -37,7 +36,7 @@ def adapt_batchnorm(encoder, images, norm, batch: int = 128) -> None:
         m.momentum = None  # cumulative average
     encoder.train()
     for i in range(0, len(images), batch):
-        encoder(norm(to_float(images[i : i + batch])))
+        encoder(pipeline(images[i : i + batch]))
     encoder.eval()
 
 
@@ -57,16 +56,18 @@ def main() -> None:
     knn = knn_data(lab, args.bank, seed=0)  # the pretraining monitor's bank and queries
     adapt_idx = np.random.default_rng(0).permutation(lab.indices("train"))[: args.adapt]
     train = lab.bank.gather(np.sort(adapt_idx))
-    norm = Normalize(**encoder_spec("efficientnet-lite0").normalization)
+    pipeline = ImagePipeline(encoder_spec("efficientnet-lite0").normalization)
     results = []
     for init in args.inits:
         hint = "probe on the split the encoder was pretrained with"
         check_unseen(init_seen(init), lab, f"the encoder {init}", hint)  # its val queries must be unseen
         encoder = build_encoder("efficientnet-lite0", init)
         row = {"init": init_name(init)}
-        row["knn_stored"] = round(knn_balanced_accuracy(encoder, knn, norm, args.k, "cpu"), 4)
-        adapt_batchnorm(encoder, train, norm)
-        row["knn_adabn"] = round(knn_balanced_accuracy(encoder, knn, norm, args.k, "cpu"), 4)
+        for key, value in frozen_probe(encoder, knn, pipeline, args.k, "cpu").items():
+            row[f"{key}_stored"] = round(value, 4)
+        adapt_batchnorm(encoder, train, pipeline)
+        for key, value in frozen_probe(encoder, knn, pipeline, args.k, "cpu").items():
+            row[f"{key}_adabn"] = round(value, 4)
         print(row, flush=True)
         results.append(row)
     Path(args.out).write_text(json.dumps(results, indent=2) + "\n")

@@ -11,9 +11,7 @@ import warnings
 
 from ssl_derm import __version__
 from ssl_derm.errors import UserError
-
-# The pretext registry's names, spelled out so that --help does not import torch (a test keeps them equal).
-TASK_NAMES = ("context_restore", "rotation")
+from ssl_derm.pretext.registry import task_names, task_summaries  # reads the source: no torch import
 
 EPILOG = """\
 typical session (defaults use the bundled 316-image HAM10000 sample):
@@ -123,13 +121,19 @@ def build_parser() -> argparse.ArgumentParser:
     ds.add_argument("--fractions", default="0.7,0.15,0.15", help="train,val,test (default 0.7,0.15,0.15)")
     ds.add_argument("--overwrite", action="store_true")
 
+    tasks = "\n".join(f"  {name:16s}{line}" for name, line in task_summaries().items())
     pt = sub.add_parser(
         "pretrain",
         help="self-supervised pretraining of an encoder",
         description="Train an encoder with a pretext task on the training split of --data "
         "plus every --unlabeled archive. Writes OUT/ssl.ckpt, config.yaml, TensorBoard logs.",
+        epilog=f"tasks:\n{tasks}\n\na task's own settings: --set <task>.<key>=value, or a YAML section <task>:\n"
+        "  e.g. --set context_restore.swaps=10, --set simclr.temperature=0.2,\n"
+        "       --task multitask --set multitask.parts=context_restore,rotation --set multitask.weights=1,0.5\n"
+        "  (configs/pretrain/default.yaml lists every setting)",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    pt.add_argument("--task", choices=TASK_NAMES, help="pretext task (default context_restore)")
+    pt.add_argument("--task", choices=task_names(), help="pretext task (default context_restore; see below)")
     pt.add_argument("--init", help="random (default), imagenet, or an ssl-derm checkpoint to continue from")
     pt.add_argument(
         "--unlabeled",
@@ -237,7 +241,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         run_benchmark(_settings(args, BenchmarkConfig), overwrite=args.overwrite, resume=args.resume)
         return 0
     if args.command == "bench-speed":
-        from ssl_derm.speed import run_bench_speed
+        from ssl_derm.commands.bench_speed import run_bench_speed
 
         run_bench_speed(args.out, args.quick, args.data, args.overwrite)
         return 0

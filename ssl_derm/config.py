@@ -7,7 +7,6 @@ the valid ones named; impossible values name the valid range.
 
 from __future__ import annotations
 
-import dataclasses
 import typing
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -72,35 +71,56 @@ class PretrainConfig(EngineConfig):
     splits: str | None = None  # a splits.csv: the pool takes its train rows, fine-tuning can reuse it
     holdout_fraction: float = 0.05
     log_images_every_n_steps: int = 100
-    # rotation
-    rotation_angles: tuple[float, ...] = (0, 60, 120, 180, 240, 300)
-    angle_jitter: float = 5.0
-    rotation_stretch: float = 1.25  # random-direction stretch before rotating (1 = none); see pretext/rotation.py
-    # context restoration
-    swaps: int = 20
-    patch_size: int = 0  # 0: image_size // 10 (12 px at 128 px)
-    corrupted_weight: float = 1.0
     # kNN monitor on the labelled validation split
     knn_k: int = 20
     knn_max_bank: int = 2000
+    # The task's own settings (and its parts'), by task name: {name: the task's Settings}.
+    # YAML: a section named after the task; command line: --set <task>.<key>=value.
+    task_settings: Any = None
 
     def __post_init__(self) -> None:
         super().__post_init__()
         _check_fraction(self, "holdout_fraction", allow_zero=True)
-        _check_positive(self, "swaps", "knn_k", "log_images_every_n_steps")
-        if self.patch_size < 0 or self.corrupted_weight < 1:
-            raise UserError("patch_size must be >= 0 (0 = auto) and corrupted_weight >= 1")
-        if self.image_size is not None and 3 * self.patch_size > self.image_size:
+        _check_positive(self, "knn_k", "log_images_every_n_steps")
+        object.__setattr__(self, "task_settings", resolve_task_settings(self.task, self.task_settings or {}))
+        for settings in self.task_settings.values():
+            settings.check(self)  # rules involving the run's other settings (image size, resize, augment)
+
+
+def resolve_task_settings(task: str, sections: dict[str, Any]) -> dict[str, Any]:
+    """``{name: Settings}`` for ``task`` and the tasks it uses, from ``sections``
+    (``{name: Settings or {key: value}}``); a section of a task the run does not use
+    is an error, so a mistyped ``--set`` is never silently ignored."""
+    from ssl_derm.pretext.registry import get_task
+
+    cls = get_task(task)
+    out = {task: settings_from_section(cls.Settings, sections.get(task))}
+    for part in cls.uses(out[task]):
+        out[part] = settings_from_section(get_task(part).Settings, sections.get(part))
+    unused = [name for name in sections if name not in out]
+    if unused:
+        raise UserError(f"settings for task(s) {', '.join(unused)} given, but the run trains task {task!r}")
+    return out
+
+
+def settings_from_section(cls: type, values: Any) -> Any:
+    """A task's Settings dataclass from a mapping (YAML section or --set keys), coerced and validated."""
+    if values is None:
+        return cls()
+    if isinstance(values, cls):
+        return values
+    if not isinstance(values, dict):
+        raise UserError(f"{cls.task}: expected a mapping of setting: value, got {values!r}")
+    valid = {f.name for f in fields(cls)}
+    kwargs = {}
+    for key, value in values.items():
+        key = str(key).replace("-", "_")
+        if key not in valid:
             raise UserError(
-                f"patch_size={self.patch_size}: at most a third of image_size ({self.image_size // 3}), so that "
-                "two disjoint patches are easy to place"
+                f"unknown setting {cls.task}.{key}; valid: {', '.join(f'{cls.task}.{v}' for v in sorted(valid))}"
             )
-        if len(self.rotation_angles) < 2:
-            raise UserError("rotation_angles: need at least two angles")
-        if self.task == "rotation" and self.resize == "squash":
-            raise UserError("resize=squash with the rotation task: the stretch turns with the label and gives it away")
-        if not (1 <= self.rotation_stretch <= 2):
-            raise UserError(f"rotation_stretch={self.rotation_stretch}: must be in [1, 2] (1 = no stretch)")
+        kwargs[key] = _coerce(cls, key, value, prefix=f"{cls.task}.")
+    return cls(**kwargs)
 
 
 @dataclass(frozen=True)
@@ -169,14 +189,16 @@ def _check_fraction(cfg: Any, name: str, allow_zero: bool = False) -> None:
         raise UserError(f"{name}={value}: must be in {bound}")
 
 
-def _coerce(cls: type, name: str, value: Any) -> Any:
+def _coerce(cls: type, name: str, value: Any, prefix: str = "") -> Any:
     """Convert ``value`` (from YAML or the command line) to the field's type."""
     hint = typing.get_type_hints(cls)[name]
     args = [a for a in typing.get_args(hint) if a is not type(None)]
+    if hint is Any:
+        return value
     if value is None:
         if type(None) in typing.get_args(hint):
             return None
-        raise UserError(f"{name}: may not be null")
+        raise UserError(f"{prefix}{name}: may not be null")
     origin = typing.get_origin(hint)
     base = hint if origin is None else (args[0] if origin is not tuple else hint)
     if typing.get_origin(base) is tuple:
@@ -184,8 +206,8 @@ def _coerce(cls: type, name: str, value: Any) -> Any:
         items = value.split(",") if isinstance(value, str) else value
         if not isinstance(items, (list, tuple)):
             items = [items]
-        return tuple(_scalar(name, elem, v) for v in items)
-    return _scalar(name, base, value)
+        return tuple(_scalar(prefix + name, elem, v) for v in items)
+    return _scalar(prefix + name, base, value)
 
 
 def _scalar(name: str, typ: type, value: Any) -> Any:
@@ -204,16 +226,46 @@ def _scalar(name: str, typ: type, value: Any) -> Any:
 
 
 def build_config(cls: type, *layers: dict[str, Any]) -> Any:
-    """Merge override layers (later wins) over ``cls``'s defaults and validate."""
-    valid = {f.name for f in fields(cls)}
+    """Merge override layers (later wins) over ``cls``'s defaults and validate.
+
+    For ``PretrainConfig``, a key named after a task (a YAML section) or ``task.key``
+    (``--set``) sets that task's own settings; YAML sections of tasks the run does
+    not use are ignored (a profile may hold several), dotted keys are not."""
+    valid = {f.name for f in fields(cls)} - {"task_settings"}
+    tasks = _task_names() if "task_settings" in {f.name for f in fields(cls)} else ()
     merged: dict[str, Any] = {}
+    sections: dict[str, dict] = {}
+    dotted: set[str] = set()
     for layer in layers:
         for key, value in layer.items():
             key = key.replace("-", "_")
-            if key not in valid:
-                raise UserError(f"unknown setting {key!r}; valid: {', '.join(sorted(valid))}")
-            merged[key] = _coerce(cls, key, value)
+            head, dot, rest = key.partition(".")
+            if key in valid:
+                merged[key] = _coerce(cls, key, value)
+            elif head in tasks and dot:
+                sections.setdefault(head, {})[rest] = value
+                dotted.add(head)
+            elif head in tasks and isinstance(value, dict):
+                sections.setdefault(head, {}).update(value)
+            else:
+                hint = f"; task settings: <task>.<key> with task one of {', '.join(tasks)}" if tasks else ""
+                raise UserError(f"unknown setting {key!r}; valid: {', '.join(sorted(valid))}{hint}")
+    if tasks:
+        from ssl_derm.pretext.registry import get_task
+
+        task = merged.get("task", cls.task)
+        if task not in tasks:
+            raise UserError(f"task={task!r}: choose one of {', '.join(tasks)}")
+        used = {task, *get_task(task).uses(settings_from_section(get_task(task).Settings, sections.get(task)))}
+        sections = {k: v for k, v in sections.items() if k in used or k in dotted}
+        merged["task_settings"] = sections
     return cls(**merged)
+
+
+def _task_names() -> tuple[str, ...]:
+    from ssl_derm.pretext.registry import task_names
+
+    return task_names()
 
 
 def load_yaml(path: str | Path) -> dict[str, Any]:
@@ -240,7 +292,15 @@ def parse_set(items: list[str] | None) -> dict[str, Any]:
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:
-    return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(cfg).items()}
+    """Plain YAML-able settings; a pretraining config's task settings become sections named after the tasks."""
+    out = {}
+    for f in fields(cfg):
+        value = getattr(cfg, f.name)
+        if f.name == "task_settings":
+            out.update({name: settings.as_dict() for name, settings in (value or {}).items()})
+        else:
+            out[f.name] = list(value) if isinstance(value, tuple) else value
+    return out
 
 
 # Settings that decide which images a run trains on: a resumed run must keep them, or the

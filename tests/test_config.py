@@ -24,21 +24,45 @@ def test_every_profile_is_valid():
 def test_layers_override_in_order_and_coerce_types():
     cfg = build_config(
         PretrainConfig,
-        {"swaps": 10, "lr": 0.1},
-        {"swaps": 12},
-        parse_set(["lr=3e-4", "rotation_angles=0,90,180,270", "augment=false"]),
+        {"context_restore": {"swaps": 10, "corrupted_weight": 5}, "lr": 0.1},
+        {"context_restore.swaps": 12},
+        parse_set(["lr=3e-4", "context_restore.patch_size=8", "augment=false"]),
     )
-    assert cfg.swaps == 12 and cfg.lr == 3e-4 and cfg.rotation_angles == (0, 90, 180, 270) and cfg.augment is False
+    s = cfg.task_settings["context_restore"]
+    assert (s.swaps, s.corrupted_weight, s.patch_size) == (12, 5.0, 8)
+    assert cfg.lr == 3e-4 and cfg.augment is False
+    rot = build_config(PretrainConfig, {"task": "rotation"}, parse_set(["rotation.angles=0,90,180,270"]))
+    assert rot.task_settings["rotation"].angles == (0, 90, 180, 270)
+
+
+def test_task_sections_round_trip_and_other_tasks_sections_are_ignored():
+    """A profile may hold sections for several tasks; only the trained task's are kept."""
+    profile = {"task": "rotation", "rotation": {"jitter": 2}, "context_restore": {"swaps": 3}}
+    cfg = build_config(PretrainConfig, profile)
+    assert set(cfg.task_settings) == {"rotation"} and cfg.task_settings["rotation"].jitter == 2.0
+    saved = to_dict(cfg)
+    assert saved["rotation"]["jitter"] == 2.0 and "context_restore" not in saved
+    assert build_config(PretrainConfig, saved) == cfg
 
 
 @pytest.mark.parametrize(
     "layer, message",
     [
-        ({"bogus": 1}, "unknown setting 'bogus'; valid: .*swaps"),
+        ({"bogus": 1}, "unknown setting 'bogus'; valid: .*knn_k.*; task settings: <task>.<key> with task one of"),
+        (
+            {"context_restore.bogus": 1},
+            r"unknown setting context_restore.bogus; valid: context_restore.corrupted_weight",
+        ),
+        ({"rotation.jitter": 1}, r"settings for task\(s\) rotation given, but the run trains task 'context_restore'"),
+        ({"task": "nope"}, "task='nope': choose one of byol, context_restore"),
+        ({"context_restore.swaps": 0}, r"context_restore.swaps=0: must be >= 1"),
+        ({"image_size": 64, "context_restore.patch_size": 30}, r"patch_size=30: at most a third of image_size \(21\)"),
+        ({"task": "rotation", "resize": "squash"}, "resize=squash with the rotation task"),
+        ({"task": "simclr", "augment": False}, "simclr learns from two augmented views"),
         ({"batch_size": -4}, r"batch_size=-4: must be > 0"),
         ({"image_size": 100}, "multiple of 32"),
         ({"holdout_fraction": 1.5}, r"must be in \[0, 1\]"),
-        ({"swaps": "many"}, "expected int"),
+        ({"context_restore.swaps": "many"}, "context_restore.swaps='many': expected int"),
     ],
 )
 def test_bad_settings_name_the_valid_range(layer, message):

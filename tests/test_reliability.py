@@ -173,7 +173,7 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monk
         out = real(self, x, generator)
         calls["n"] += 1
         if self.training and calls["n"] > 20:  # well into the second epoch
-            out["loss"] = out["loss"] * float("nan")
+            out.loss = out.loss * float("nan")
         return out
 
     monkeypatch.setattr(RotationTask, "forward", poisoned)

@@ -1,5 +1,5 @@
 import torch
-from ssl_derm.pretext import draw_swaps, swap_patches
+from ssl_derm.pretext.context_restore import draw_swaps, swap_patches
 
 from tests.pretext.base import TaskTest
 

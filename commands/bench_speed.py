@@ -22,10 +22,14 @@ import numpy as np
 import torch
 from PIL import Image
 from pytorch_lightning.callbacks import Callback
+from ssl_derm.finetune.classifier import Classifier, FinetuneModule, predict_proba
+from ssl_derm.pretext import build_task, task_names
+from ssl_derm.pretext.module import PretextModule
 
 from ssl_derm.config import FinetuneConfig, PretrainConfig
-from ssl_derm.data import BankDataset, Normalize, make_loader, to_float
+from ssl_derm.data import BankDataset, ImagePipeline, make_loader, to_float
 from ssl_derm.data.labeled import prepare_labeled
+from ssl_derm.data.sources import sample_unlabeled
 from ssl_derm.encoders import build_encoder, encoder_spec
 from ssl_derm.engine import make_trainer, run_dir
 
@@ -70,10 +74,6 @@ def _entry(ours: float, plain: float, **extra) -> dict:
 
 
 def _bench_training(kind: str, lab, size: int, batch: int, steps: int, warmup: int, out: Path) -> dict:
-    from ssl_derm.finetune.classifier import Classifier, FinetuneModule
-    from ssl_derm.pretext import build_task
-    from ssl_derm.pretext.module import PretextModule
-
     spec = encoder_spec("efficientnet-lite0")
     common = dict(
         encoder="efficientnet-lite0",
@@ -104,25 +104,28 @@ def _bench_training(kind: str, lab, size: int, batch: int, steps: int, warmup: i
     trainer.fit(module, make_loader(dataset, batch, shuffle=True, seed=0, drop_last=True))
     ours = timer.images / (timer.end - timer.start)
 
-    x = Normalize(spec.mean, spec.std)(to_float(lab.bank.gather(idx[:batch])))
-    x = x.contiguous(memory_format=torch.channels_last)
     gen = torch.Generator().manual_seed(0)
     model.train()
     if kind == "finetune":
+        # the plain loop's input is pre-normalised: no augmentation, no conversion per step
+        x = ImagePipeline(spec.normalization)(lab.bank.gather(idx[:batch]))
         y = torch.as_tensor(labels[:batch])
         step = lambda x, y: torch.nn.functional.cross_entropy(model(x), y)
+        params = model.parameters()
     else:
+        x = to_float(lab.bank.gather(idx[:batch]))  # the task makes its views from decoded images
         y = None
-        step = lambda x, y: model(x, generator=gen)["loss"]
-    plain = _plain_loop(step, model.parameters(), x, y, steps, warmup)
+        step = lambda x, y: model(x, generator=gen).loss
+        params = model.trainable_parameters()
+    plain = _plain_loop(step, params, x, y, steps, warmup)
     extra = {}
-    if kind != "finetune":  # what the corruption / rotation itself costs per step
+    if kind != "finetune":  # what making the task's views (augmentation, corruption) costs per step
         reps = 5
         t0 = time.perf_counter()
         for _ in range(reps):
-            model.apply(x, model.draw(x, gen))
+            model.make_views(x, model.draw(x, gen))
         per_batch = (time.perf_counter() - t0) / reps
-        extra["corruption_share_of_step"] = round(per_batch / (batch / plain), 4)
+        extra["views_share_of_step"] = round(per_batch / (batch / plain), 4)
     return _entry(ours, plain, **extra)
 
 
@@ -188,18 +191,18 @@ def run_bench_speed(out: str | None, quick: bool, data: str | None, overwrite: b
             },
         }
         result["loader"] = _bench_loader(lab, size, 2 if quick else 3, batch)
-        for kind in ("context_restore", "rotation", "finetune"):
+        for kind in (*task_names(), "finetune"):
             print(f"timing {kind} ...", flush=True)
             key = "finetune" if kind == "finetune" else f"pretrain_{kind}"
             result[key] = _bench_training(kind, lab, size, batch, steps, warmup, tmp)
         result["inference"] = _bench_inference(lab, batch * 4)
-        with zipfile.ZipFile(Path(__file__).parent / "sample_data" / "isic_unlabeled_sample.zip") as zf:
+        with zipfile.ZipFile(sample_unlabeled()) as zf:
             jpegs = [zf.read(n) for n in zf.namelist() if n.endswith(".jpg")]
         sizes = (1_000, 4_000) if quick else (5_000, 50_000)
         rss = {str(n): _archive_rss(n, jpegs, tmp) for n in sizes}
         result["archive_streaming_peak_rss_mb"] = {k: round(v / 2**20, 1) for k, v in rss.items()}
     (folder / "speed.json").write_text(json.dumps(result, indent=2))
-    for key in ("loader", "pretrain_context_restore", "pretrain_rotation", "finetune", "inference"):
+    for key in ("loader", *(f"pretrain_{t}" for t in task_names()), "finetune", "inference"):
         r = result[key]
         print(
             f"{key:26s} {r['images_per_s']:9.1f} img/s   plain {r['plain_loop_images_per_s']:9.1f}   "
@@ -212,18 +215,16 @@ def run_bench_speed(out: str | None, quick: bool, data: str | None, overwrite: b
 
 @torch.no_grad()
 def _bench_inference(lab, batch: int) -> dict:
-    from ssl_derm.finetune.classifier import Classifier, predict_proba
-
     spec = encoder_spec("efficientnet-lite0")
     model = Classifier(build_encoder(), len(lab.classes)).eval()
     images = lab.bank.gather(lab.indices("all"))
-    norm = Normalize(spec.mean, spec.std)
+    pipeline = ImagePipeline(spec.normalization)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    predict_proba(model, images[:batch], norm, device, batch)
+    predict_proba(model, images[:batch], pipeline, device, batch)
     t0 = time.perf_counter()
-    predict_proba(model, images, norm, device, batch)
+    predict_proba(model, images, pipeline, device, batch)
     ours = len(images) / (time.perf_counter() - t0)
-    x = norm.to(device)(to_float(images.to(device))).contiguous(memory_format=torch.channels_last)
+    x = pipeline.to(device)(images.to(device))
     t0 = time.perf_counter()
     for i in range(0, len(x), batch):
         model(x[i : i + batch]).softmax(1)

@@ -1,0 +1,1 @@
+"""Commands that sit above both pretraining and fine-tuning (``bench-speed``)."""
