@@ -215,13 +215,19 @@ def test_kill_minus_9_then_resume_finishes(tmp_path):
 
 
 def test_two_process_ddp_on_cpu(tmp_path):
+    """Rotation, SimCLR (negatives gathered across ranks) and MoCo (momentum encoder,
+    queue) in one multitask run on two CPU processes."""
     out = tmp_path / "ddp"
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     done = subprocess.run(
         _cli(
             "pretrain",
             "--task",
-            "rotation",
+            "multitask",
+            "--set",
+            "multitask.parts=rotation,simclr,moco",
+            "--set",
+            "multitask.weights=1,1,1",
             "--accelerator",
             "cpu",
             "--devices",

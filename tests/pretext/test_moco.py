@@ -25,6 +25,10 @@ class TestMoCo(TaskTest):
         monkeypatch.setattr(self, "make", lambda seed=0: make(seed, frozen_queue=True))
         super().test_loss_falls_on_real_images(sample_images)
 
+    def test_the_queue_is_saved_with_the_trainer_state(self):
+        state = self.make().state_dict()  # what last.ckpt holds, so --resume continues the queue
+        assert state["criterion.memory_bank.bank"].shape == (64, 32)
+
     def test_keys_enter_the_queue_in_training_only(self, sample_images):
         task = self.make()
         bank = task.criterion.memory_bank.bank  # [queue_size, projection_dim]
