@@ -11,7 +11,7 @@ from torch import nn
 
 from ssl_derm.data import ImagePipeline, train_augment
 from ssl_derm.encoders import feature_dim, pooled_features
-from ssl_derm.engine import RunFailed, cosine_schedule
+from ssl_derm.engine import RunFailed, cosine_schedule, stop_on_any_rank
 
 
 class Classifier(nn.Module):
@@ -79,7 +79,7 @@ class FinetuneModule(pl.LightningModule):
     def training_step(self, batch, batch_idx):
         x, y = batch
         loss = self.loss(self.model(x), y)
-        if not torch.isfinite(loss):
+        if stop_on_any_rank(self, not torch.isfinite(loss).item()):
             raise RunFailed(
                 f"non-finite training loss at step {self.global_step}; lower --lr (the last good checkpoint is kept)"
             )

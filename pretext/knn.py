@@ -59,32 +59,67 @@ def encoder_features(encoder: nn.Module, images: torch.Tensor, pipeline: ImagePi
     return torch.cat(feats)
 
 
-def knn_scores(bank: torch.Tensor, query: torch.Tensor, knn: dict, k: int) -> float:
+def knn_predictions(bank: torch.Tensor, query: torch.Tensor, knn: dict, k: int) -> np.ndarray:
     from lightly.utils.benchmarking import knn_predict
 
     labels = knn["bank_labels"].to(bank.device)
-    pred = knn_predict(query, bank.T, labels, num_classes=len(knn["classes"]), knn_k=k)[:, 0]
-    return float(balanced_accuracy_score(knn["query_labels"].numpy(), pred.cpu().numpy()))
+    return knn_predict(query, bank.T, labels, num_classes=len(knn["classes"]), knn_k=k)[:, 0].cpu().numpy()
 
 
-def linear_probe_score(bank: torch.Tensor, query: torch.Tensor, knn: dict, seed: int = 0) -> float:
-    """Balanced accuracy of a class-balanced logistic regression on the bank's features."""
+def linear_probe_predictions(bank: torch.Tensor, query: torch.Tensor, knn: dict, seed: int = 0) -> np.ndarray:
+    """A class-balanced logistic regression fitted on the bank's features, applied to the queries."""
     from sklearn.linear_model import LogisticRegression
 
     clf = LogisticRegression(C=1.0, class_weight="balanced", max_iter=2000, random_state=seed)
     clf.fit(bank.cpu().numpy(), knn["bank_labels"].numpy())
-    return float(balanced_accuracy_score(knn["query_labels"].numpy(), clf.predict(query.cpu().numpy())))
+    return clf.predict(query.cpu().numpy())
 
 
 def knn_balanced_accuracy(encoder: nn.Module, knn: dict, pipeline: ImagePipeline, k: int, device) -> float:
     """Balanced accuracy of the kNN classifier on the validation queries (see ``knn_data``)."""
     bank = encoder_features(encoder, knn["bank"], pipeline, device)
     query = encoder_features(encoder, knn["query"], pipeline, device)
-    return knn_scores(bank, query, knn, k)
+    return float(balanced_accuracy_score(knn["query_labels"].numpy(), knn_predictions(bank, query, knn, k)))
 
 
-def frozen_probe(encoder: nn.Module, knn: dict, pipeline: ImagePipeline, k: int, device) -> dict[str, float]:
-    """kNN and linear-probe balanced accuracy of one pass of features."""
+def frozen_probe(encoder: nn.Module, knn: dict, pipeline: ImagePipeline, k: int, device) -> dict[str, np.ndarray]:
+    """kNN and linear-probe predictions for the queries, from one pass of features."""
     bank = encoder_features(encoder, knn["bank"], pipeline, device)
     query = encoder_features(encoder, knn["query"], pipeline, device)
-    return {"knn": knn_scores(bank, query, knn, k), "linear_probe": linear_probe_score(bank, query, knn)}
+    return {"knn": knn_predictions(bank, query, knn, k), "linear_probe": linear_probe_predictions(bank, query, knn)}
+
+
+def bootstrap_balanced_accuracy(
+    labels: np.ndarray, predictions: dict[str, np.ndarray], reference: str | None = None, n: int = 2000, seed: int = 0
+) -> dict[str, dict]:
+    """Balanced accuracy of each prediction set with a 95% bootstrap interval over the
+    queries, and the paired difference to ``reference`` (the same resamples for all)."""
+    rng = np.random.default_rng(seed)
+    labels = np.asarray(labels)
+    classes = np.unique(labels)
+    weights = np.stack(
+        [np.bincount(rng.integers(0, len(labels), len(labels)), minlength=len(labels)) for _ in range(n)]
+    )
+    onehot = (labels[None, :] == classes[:, None]).astype(float)  # [C, N]
+    support = weights @ onehot.T  # [B, C]
+
+    def resampled(pred: np.ndarray) -> np.ndarray:
+        hits = onehot * (pred == labels)[None, :]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.nanmean((weights @ hits.T) / support, axis=1)  # [B]
+
+    draws = {name: resampled(np.asarray(pred)) for name, pred in predictions.items()}
+    out = {}
+    for name, pred in predictions.items():
+        row = {
+            "balanced_accuracy": float(balanced_accuracy_score(labels, pred)),
+            "ci95": [float(np.percentile(draws[name], 2.5)), float(np.percentile(draws[name], 97.5))],
+        }
+        if reference is not None and name != reference:
+            diff = draws[name] - draws[reference]
+            row["diff_to_" + reference] = float(
+                balanced_accuracy_score(labels, pred) - balanced_accuracy_score(labels, predictions[reference])
+            )
+            row["diff_ci95"] = [float(np.percentile(diff, 2.5)), float(np.percentile(diff, 97.5))]
+        out[name] = row
+    return out

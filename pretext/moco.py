@@ -49,8 +49,15 @@ class MoCoTask(TwoViewTask):
         self.key_projection = copy.deepcopy(self.projection)
         deactivate_requires_grad(self.key_encoder)
         deactivate_requires_grad(self.key_projection)
-        # the queue is a buffer of the loss: it is saved with the trainer checkpoint and resumes
-        self.criterion = NTXentLoss(temperature=s.temperature, memory_bank_size=(s.queue_size, s.projection_dim))
+        # Every rank enqueues the keys of all ranks (gather_distributed): DDP broadcasts rank 0's
+        # buffers each step, so a rank-local queue would keep rank 0's keys only.
+        self.criterion = NTXentLoss(
+            temperature=s.temperature, memory_bank_size=(s.queue_size, s.projection_dim), gather_distributed=True
+        )
+        # lightly keeps the queue in non-persistent buffers; made persistent, it is saved in
+        # last.ckpt and --resume continues it instead of restarting from random negatives.
+        bank = self.criterion.memory_bank
+        bank._non_persistent_buffers_set.difference_update({"bank", "bank_ptr"})
         self.momentum = s.momentum
 
     def on_train_step(self, step: int, total_steps: int) -> None:

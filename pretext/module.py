@@ -15,7 +15,7 @@ from ssl_derm.pretext.knn import knn_balanced_accuracy
 from torchvision.utils import make_grid
 
 from ssl_derm.data.transforms import ImagePipeline
-from ssl_derm.engine import RunFailed, cosine_schedule
+from ssl_derm.engine import RunFailed, cosine_schedule, stop_on_any_rank
 
 
 class PretextModule(pl.LightningModule):
@@ -45,7 +45,7 @@ class PretextModule(pl.LightningModule):
         total = self.trainer.estimated_stepping_batches if self.trainer is not None else 1
         self.task.on_train_step(self.global_step, int(total))
         out = self.task(images, generator=self.step_generator())
-        if not torch.isfinite(out.loss):
+        if stop_on_any_rank(self, not torch.isfinite(out.loss).item()):
             raise RunFailed(
                 f"non-finite training loss ({out.loss.item()}) at step {self.global_step}; "
                 "lower --lr; the last good checkpoint is kept"

@@ -1,6 +1,7 @@
 #!/usr/bin/env python
 """Frozen-feature probe of encoders: class-balanced kNN and linear-probe balanced
-accuracy on the HAM10000 validation split, with the encoder's stored BatchNorm statistics and with
+accuracy on the HAM10000 validation split (95% bootstrap intervals over the queries, and paired
+differences to the first init), with the encoder's stored BatchNorm statistics and with
 statistics re-estimated on the training split (AdaBN: same weights, in-domain
 statistics). Separates what pretraining changed in the weights from what it
 changed in the normalisation.
@@ -18,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from ssl_derm.pretext.knn import frozen_probe, knn_data
+from ssl_derm.pretext.knn import bootstrap_balanced_accuracy, frozen_probe, knn_data
 
 from ssl_derm.checkpoint import init_name, init_seen
 from ssl_derm.data import ImagePipeline
@@ -57,20 +58,44 @@ def main() -> None:
     adapt_idx = np.random.default_rng(0).permutation(lab.indices("train"))[: args.adapt]
     train = lab.bank.gather(np.sort(adapt_idx))
     pipeline = ImagePipeline(encoder_spec("efficientnet-lite0").normalization)
-    results = []
-    for init in args.inits:
+    for init in args.inits:  # every encoder is checked before the first is probed
         hint = "probe on the split the encoder was pretrained with"
         check_unseen(init_seen(init), lab, f"the encoder {init}", hint)  # its val queries must be unseen
+    predictions: dict[str, dict[str, np.ndarray]] = {}  # probe -> init -> predicted class per query
+    names = []
+    for init in args.inits:
         encoder = build_encoder("efficientnet-lite0", init)
-        row = {"init": init_name(init)}
-        for key, value in frozen_probe(encoder, knn, pipeline, args.k, "cpu").items():
-            row[f"{key}_stored"] = round(value, 4)
+        name = init_name(init)
+        names.append(name)
+        for key, pred in frozen_probe(encoder, knn, pipeline, args.k, "cpu").items():
+            predictions.setdefault(f"{key}_stored", {})[name] = pred
         adapt_batchnorm(encoder, train, pipeline)
-        for key, value in frozen_probe(encoder, knn, pipeline, args.k, "cpu").items():
-            row[f"{key}_adabn"] = round(value, 4)
+        for key, pred in frozen_probe(encoder, knn, pipeline, args.k, "cpu").items():
+            predictions.setdefault(f"{key}_adabn", {})[name] = pred
+        print(name, "done", flush=True)
+    labels = knn["query_labels"].numpy()
+    ref = names[0]
+    stats = {probe: bootstrap_balanced_accuracy(labels, preds, reference=ref) for probe, preds in predictions.items()}
+    results = []
+    for name in names:
+        row = {"init": name}
+        for probe, by_init in stats.items():
+            s = by_init[name]
+            row[probe] = round(s["balanced_accuracy"], 4)
+            row[f"{probe}_ci95"] = [round(v, 4) for v in s["ci95"]]
+            if "diff_ci95" in s:
+                row[f"{probe}_diff_to_{ref}"] = round(s[f"diff_to_{ref}"], 4)
+                row[f"{probe}_diff_ci95"] = [round(v, 4) for v in s["diff_ci95"]]
         print(row, flush=True)
         results.append(row)
-    Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
+    meta = {
+        "queries": "validation split",
+        "n_queries": int(len(labels)),
+        "bank_per_class": {c: int((knn["bank_labels"] == i).sum()) for i, c in enumerate(knn["classes"])},
+        "bootstrap": "2000 resamples of the validation queries, the same for every init (paired)",
+        "reference": ref,
+    }
+    Path(args.out).write_text(json.dumps({"meta": meta, "results": results}, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -24,14 +24,15 @@ inits=(imagenet)
 for task in $TASKS; do
   dir="$OUT/$task"
   inits+=("$dir/ssl.ckpt")
-  if [ -f "$dir/DONE" ]; then echo "screen $task: done"; continue; fi
+  settings="steps=$STEPS lr=$LR data=$DATA unlabeled=$UNLABELED"
+  if [ -f "$dir/DONE" ] && [ "$(cat "$dir/DONE")" = "$settings" ]; then echo "screen $task: done"; continue; fi
   again=--overwrite
-  [ -f "$dir/checkpoints/last.ckpt" ] && again=--resume
+  [ -f "$dir/checkpoints/last.ckpt" ] && [ ! -f "$dir/DONE" ] && again=--resume  # (a DONE of other settings: redo)
   start=$(date +%s)
   $SSL pretrain --config configs/pretrain/ham10000_cpu.yaml --task "$task" --init imagenet --max-steps "$STEPS" \
     --lr "$LR" --data "$DATA" --unlabeled "$UNLABELED" --out "$dir" $again --no-progress
   echo $(( $(date +%s) - start )) > "$dir/wall_s"
-  touch "$dir/DONE"
+  echo "$settings" > "$dir/DONE"
 done
 
 first=$(echo $TASKS | cut -d' ' -f1)

@@ -54,6 +54,11 @@ class EngineConfig:
             raise UserError(f"resize={self.resize!r}: choose crop (keep the aspect ratio) or squash")
         if self.weight_decay < 0 or self.warmup_epochs < 0:
             raise UserError("weight_decay and warmup_epochs must be >= 0")
+        if self.precision in ("16-true", "bf16-true", "16", "bf16"):
+            raise UserError(
+                f"precision={self.precision}: half-precision weights are not supported; "
+                "use 16-mixed or bf16-mixed (GPU), or 32-true"
+            )
         fr = self.split_fractions
         if len(fr) != 3 or any(f < 0 or f >= 1 for f in fr[1:]) or not (0 < fr[0] <= 1):
             raise UserError(f"split_fractions={fr}: need three fractions train,val,test in [0, 1)")

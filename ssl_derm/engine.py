@@ -203,6 +203,15 @@ def cosine_schedule(optimizer, cfg, steps_per_epoch: int) -> dict:
     return {"optimizer": optimizer, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
 
+def stop_on_any_rank(module: pl.LightningModule, bad: bool) -> bool:
+    """True on every rank when ``bad`` is true on any: a rank that stopped alone would
+    leave the others waiting in the gradient all-reduce."""
+    trainer = getattr(module, "_trainer", None)
+    if trainer is not None and getattr(trainer, "world_size", 1) > 1:
+        return bool(trainer.strategy.reduce_boolean_decision(bad, all=False))
+    return bad
+
+
 def pin_memory(trainer: pl.Trainer) -> bool:
     """Pinned host memory only pays off when batches go to a GPU."""
     return trainer.strategy.root_device.type == "cuda"

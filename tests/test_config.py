@@ -59,6 +59,7 @@ def test_task_sections_round_trip_and_other_tasks_sections_are_ignored():
         ({"image_size": 64, "context_restore.patch_size": 30}, r"patch_size=30: at most a third of image_size \(21\)"),
         ({"task": "rotation", "resize": "squash"}, "resize=squash with the rotation task"),
         ({"task": "simclr", "augment": False}, "simclr learns from two augmented views"),
+        ({"precision": "16-true"}, "half-precision weights are not supported"),
         ({"batch_size": -4}, r"batch_size=-4: must be > 0"),
         ({"image_size": 100}, "multiple of 32"),
         ({"holdout_fraction": 1.5}, r"must be in \[0, 1\]"),

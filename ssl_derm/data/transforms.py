@@ -50,8 +50,10 @@ class Augment:
         if generator is None:
             return self.seq.forward_parameters(x.shape)
         seed = int(torch.randint(0, 2**62, (1,), generator=generator))
-        with torch.random.fork_rng(devices=[]):  # kornia samples its parameters on the CPU
-            torch.manual_seed(seed)
+        # kornia samples its parameters on the CPU (this Augment is no nn.Module and stays
+        # there); only the CPU generator is seeded and restored, CUDA streams are untouched.
+        with torch.random.fork_rng(devices=[]):
+            torch.default_generator.manual_seed(seed)
             return self.seq.forward_parameters(x.shape)
 
     def apply(self, x: torch.Tensor, params: list) -> torch.Tensor:
