@@ -7,11 +7,13 @@ import pytorch_lightning as pl
 import torch
 from ssl_derm.finetune.losses import FocalLoss
 from ssl_derm.finetune.metrics import classification_metrics
+from ssl_derm.finetune.mixing import mix_batch
 from torch import nn
 
 from ssl_derm.data import ImagePipeline, train_augment
-from ssl_derm.encoders import feature_dim, pooled_features
+from ssl_derm.encoders import encoder_stages, feature_dim, pooled_features
 from ssl_derm.engine import RunFailed, cosine_schedule, stop_on_any_rank
+from ssl_derm.errors import UserError
 
 
 class Classifier(nn.Module):
@@ -36,6 +38,15 @@ def predict_proba(model: nn.Module, images, pipeline: ImagePipeline, device, bat
     return torch.cat(out).numpy() if out else np.zeros((0, 0))
 
 
+def frozen_stages(encoder: nn.Module, n: int) -> list[nn.Module]:
+    """The modules of the encoder's first ``n`` stages (``encoder_stages``)."""
+    stages = encoder_stages(encoder)
+    if n > len(stages):
+        names = ", ".join(name for name, _ in stages)
+        raise UserError(f"freeze_blocks={n}: this encoder has {len(stages)} stages ({names})")
+    return [m for _, modules in stages[:n] for m in modules]
+
+
 class FinetuneModule(pl.LightningModule):
     def __init__(
         self,
@@ -45,6 +56,7 @@ class FinetuneModule(pl.LightningModule):
         classes: list[str],
         alpha: np.ndarray | None,
         steps_per_epoch: int,
+        prior: np.ndarray | None = None,
     ) -> None:
         super().__init__()
         self.model = model
@@ -56,6 +68,45 @@ class FinetuneModule(pl.LightningModule):
         self._val: list[tuple[torch.Tensor, torch.Tensor]] = []
         if cfg.linear_probe:  # frozen before any DDP wrapper is built, so DDP never waits for its gradients
             self.model.encoder.requires_grad_(False)
+        # --freeze-blocks: these stages never train, BatchNorm statistics included
+        self.frozen = frozen_stages(self.model.encoder, cfg.freeze_blocks)
+        for m in self.frozen:
+            m.requires_grad_(False)
+        # Post-hoc logit adjustment (Menon et al. 2021): logits - tau * log(prior of the training
+        # split) favour rare classes by exactly what balanced error asks; no effect on training.
+        offset = torch.zeros(len(classes))
+        if cfg.logit_adjust > 0 and prior is not None:
+            offset = -cfg.logit_adjust * torch.log(torch.as_tensor(prior, dtype=torch.float32).clamp_min(1e-12))
+        self.register_buffer("logit_offset", offset)
+        self.ema = None
+        if cfg.ema > 0:  # validated and kept instead of the raw weights
+            from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+            self.ema = AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema), use_buffers=True)
+            self.ema.requires_grad_(False)
+
+    def step_generator(self) -> torch.Generator:
+        """Mixing draws of this rank at this step, from (seed, rank, step): a resumed run mixes alike."""
+        state = np.random.SeedSequence([self.cfg.seed, 7, self.global_rank, self.global_step]).generate_state(2)
+        return torch.Generator().manual_seed(int(state[0]) << 32 | int(state[1]))
+
+    def eval_model(self) -> nn.Module:
+        """The weights that are validated and exported: the EMA when ``--ema`` is set."""
+        return self.ema.module if self.ema is not None else self.model
+
+    def export_model(self) -> Classifier:
+        """``eval_model`` with the logit adjustment folded into the head's bias, so that
+        ``model.ckpt`` and every later command score what validation chose."""
+        import copy
+
+        model = copy.deepcopy(self.eval_model()).cpu()
+        with torch.no_grad():
+            model.head[-1].bias.add_(self.logit_offset.cpu())
+        return model
+
+    def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
+        if self.ema is not None:
+            self.ema.update_parameters(self.model)
 
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
         images, labels = batch
@@ -75,9 +126,14 @@ class FinetuneModule(pl.LightningModule):
             for m in self.model.encoder.modules():
                 if isinstance(m, nn.modules.batchnorm._BatchNorm):
                     m.eval()
+        for m in self.frozen:
+            m.requires_grad_(False)
+            m.eval()
 
     def training_step(self, batch, batch_idx):
         x, y = batch
+        if self.cfg.mixup > 0 or self.cfg.cutmix > 0:
+            x, y = mix_batch(x, y, len(self.classes), self.cfg.mixup, self.cfg.cutmix, self.step_generator())
         loss = self.loss(self.model(x), y)
         if stop_on_any_rank(self, not torch.isfinite(loss).item()):
             raise RunFailed(
@@ -88,8 +144,9 @@ class FinetuneModule(pl.LightningModule):
 
     def validation_step(self, batch, batch_idx):
         x, y = batch
-        logits = self.model(x)
+        logits = self.eval_model()(x)
         self.log("val/loss", self.loss(logits, y), sync_dist=True, batch_size=len(y))
+        logits = logits + self.logit_offset.to(logits)
         self._val.append((logits.float().softmax(1), y))
 
     def on_validation_epoch_end(self) -> None:
@@ -111,6 +168,8 @@ class FinetuneModule(pl.LightningModule):
     def configure_optimizers(self):
         groups = [{"params": list(self.model.head.parameters()), "lr": self.cfg.lr}]
         if not self.cfg.linear_probe:
-            groups.append({"params": list(self.model.encoder.parameters()), "lr": self.cfg.encoder_lr})
+            never = {id(p) for m in self.frozen for p in m.parameters()}
+            encoder = [p for p in self.model.encoder.parameters() if id(p) not in never]
+            groups.append({"params": encoder, "lr": self.cfg.encoder_lr})
         opt = torch.optim.AdamW(groups, weight_decay=self.cfg.weight_decay)
         return cosine_schedule(opt, self.cfg, self.steps_per_epoch)

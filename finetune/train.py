@@ -132,7 +132,8 @@ def build_finetune(
     batch = min(cfg.batch_size, len(y_train))
     steps = max(1, len(y_train) // batch)
     cfg = step_budget(cfg, steps)
-    module = FinetuneModule(model, cfg, spec.normalization, lab.classes, alpha, steps)
+    prior = np.bincount(y_train, minlength=len(lab.classes)) / len(y_train)
+    module = FinetuneModule(model, cfg, spec.normalization, lab.classes, alpha, steps, prior)
     return FinetuneRun(cfg, out, lab, inherited, model, module, steps, batch)
 
 
@@ -188,7 +189,8 @@ def fit_finetune(run: FinetuneRun, resume: bool = False):
 
 def export_finetune(run: FinetuneRun, trainer, best) -> dict:
     """Score the test split once; write metrics.json, the confusion matrix and model.ckpt."""
-    cfg, lab, model = run.cfg, run.lab, run.model
+    cfg, lab = run.cfg, run.lab
+    model = run.module.export_model()  # the EMA weights with --ema, the logit adjustment folded in
     test_split = "test"
     pipeline = ImagePipeline(encoder_spec(cfg.encoder).normalization)
     probs = predict_proba(model, lab.bank.gather(lab.indices(test_split)), pipeline, trainer.strategy.root_device)

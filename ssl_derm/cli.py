@@ -84,6 +84,26 @@ def _finetune_flags(p: argparse.ArgumentParser) -> None:
         help="keep the init's BatchNorm running statistics for the whole run (affine weights still train)",
     )
     g.add_argument(
+        "--freeze-blocks",
+        dest="freeze_blocks",
+        type=int,
+        help="keep the first N encoder stages frozen the whole run, BatchNorm statistics included "
+        "(EfficientNet-Lite0: stem, blocks.0-6; ResNet: stem, layer1-4); for sequential fine-tuning",
+    )
+    g.add_argument("--mixup", type=float, help="mixup alpha (e.g. 0.2): mix image pairs and their labels; 0 = off")
+    g.add_argument("--cutmix", type=float, help="CutMix alpha (e.g. 1.0): paste a box of another image; 0 = off")
+    g.add_argument(
+        "--ema",
+        type=float,
+        help="decay of an exponential moving average of the weights (e.g. 0.999), validated and kept; 0 = off",
+    )
+    g.add_argument(
+        "--logit-adjust",
+        dest="logit_adjust",
+        type=float,
+        help="post-hoc logit adjustment tau (e.g. 1.0): logits - tau*log(class prior), for balanced accuracy",
+    )
+    g.add_argument(
         "--balanced-sampler",
         dest="balanced_sampler",
         action="store_true",

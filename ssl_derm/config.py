@@ -147,6 +147,11 @@ class FinetuneConfig(EngineConfig):
     label_fraction: float = 1.0
     min_steps: int = 0  # raise epochs so that at least this many steps run (small label fractions)
     splits: str | None = None
+    freeze_blocks: int = 0  # the first N encoder stages (stem, blocks...) stay frozen the whole run
+    mixup: float = 0.0  # mixup alpha: pairs of images mixed with Beta(alpha, alpha) weights; 0 = off
+    cutmix: float = 0.0  # CutMix alpha; with mixup too, each batch gets one of them; 0 = off
+    ema: float = 0.0  # decay of an exponential moving average of the weights, validated and kept; 0 = off
+    logit_adjust: float = 0.0  # post-hoc logit adjustment tau (Menon et al. 2021); 0 = off
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -159,6 +164,11 @@ class FinetuneConfig(EngineConfig):
         _check_positive(self, "patience")
         if self.min_steps < 0:
             raise UserError(f"min_steps={self.min_steps}: must be >= 0")
+        for name in ("freeze_blocks", "mixup", "cutmix", "logit_adjust"):
+            if getattr(self, name) < 0:
+                raise UserError(f"{name}={getattr(self, name)}: must be >= 0 (0 = off)")
+        if not (0 <= self.ema < 1):
+            raise UserError(f"ema={self.ema}: must be in [0, 1) (a decay such as 0.999; 0 = off)")
 
 
 @dataclass(frozen=True)

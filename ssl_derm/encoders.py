@@ -156,3 +156,25 @@ def feature_dim(encoder: nn.Module) -> int:
 def pooled_features(encoder: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """Global-average-pooled last feature map, ``[B, feature_dim]``."""
     return encoder(x)[-1].mean(dim=(2, 3))
+
+
+def encoder_stages(encoder: nn.Module) -> list[tuple[str, list[nn.Module]]]:
+    """The encoder's stages, input first, as ``(name, modules)``: ``stem`` (the first
+    convolution and its BatchNorm), then one entry per block of the backbone
+    (EfficientNet: ``blocks.0`` .. ``blocks.6``; ResNet: ``layer1`` .. ``layer4``).
+    ``--freeze-blocks N`` freezes the first N."""
+    backbone = getattr(encoder, "model", encoder)  # smp's timm wrapper keeps the timm model there
+    stem: list[nn.Module] = []
+    stages: list[tuple[str, list[nn.Module]]] = []
+    for name, child in backbone.named_children():
+        if not any(True for _ in child.parameters()):
+            continue  # activations, pooling
+        if name == "blocks":
+            stages += [(f"blocks.{i}", [block]) for i, block in enumerate(child)]
+        elif name.startswith("layer"):
+            stages.append((name, [child]))
+        elif not stages:
+            stem.append(child)
+        else:
+            stages.append((name, [child]))
+    return ([("stem", stem)] if stem else []) + stages
