@@ -16,11 +16,52 @@ from ssl_derm.engine import RunFailed, cosine_schedule, stop_on_any_rank
 from ssl_derm.errors import UserError
 
 
+class TwoStageHead(nn.Module):
+    """Two classifiers on one feature vector: stage 1 tells class ``first`` from the rest,
+    stage 2 tells the other classes apart among the rest. ``forward`` combines them into
+    K-class log-probabilities, ``log p(first) = log p1(first)`` and ``log p(k) =
+    log p1(rest) + log p2(k | rest)``, so a softmax of the output gives probabilities
+    that sum to one and every metric, ``evaluate`` and the benchmark work unchanged."""
+
+    def __init__(self, dim: int, num_classes: int, first: int, dropout: float = 0.2) -> None:
+        super().__init__()
+        if not (0 <= first < num_classes) or num_classes < 3:
+            raise ValueError(
+                f"two-stage head: need >= 3 classes and 0 <= first < K, got first={first}, K={num_classes}"
+            )
+        self.first = first
+        self.register_buffer("others", torch.tensor([k for k in range(num_classes) if k != first]), persistent=False)
+        self.dropout = nn.Dropout(dropout)
+        self.stage1 = nn.Linear(dim, 2)  # [first, rest]
+        self.stage2 = nn.Linear(dim, num_classes - 1)  # the other classes, in order
+
+    def stages(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        f = self.dropout(features)
+        return self.stage1(f), self.stage2(f)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        l1, l2 = self.stages(features)
+        lp1, lp2 = torch.log_softmax(l1.float(), 1), torch.log_softmax(l2.float(), 1)
+        out = lp1.new_empty(features.shape[0], len(self.others) + 1)
+        out[:, self.first] = lp1[:, 0]
+        out[:, self.others] = lp1[:, 1:2] + lp2
+        return out
+
+
 class Classifier(nn.Module):
-    def __init__(self, encoder: nn.Module, num_classes: int, dropout: float = 0.2) -> None:
+    """Encoder + global pooling + head: dropout and a linear layer, or a ``TwoStageHead``
+    when ``two_stage_first`` names the first stage's class index."""
+
+    def __init__(
+        self, encoder: nn.Module, num_classes: int, dropout: float = 0.2, two_stage_first: int | None = None
+    ) -> None:
         super().__init__()
         self.encoder = encoder
-        self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(feature_dim(encoder), num_classes))
+        self.two_stage_first = two_stage_first
+        if two_stage_first is None:
+            self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(feature_dim(encoder), num_classes))
+        else:
+            self.head = TwoStageHead(feature_dim(encoder), num_classes, two_stage_first, dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(pooled_features(self.encoder, x))
@@ -57,6 +98,7 @@ class FinetuneModule(pl.LightningModule):
         alpha: np.ndarray | None,
         steps_per_epoch: int,
         prior: np.ndarray | None = None,
+        stage_alpha: tuple[np.ndarray | None, np.ndarray | None] | None = None,
     ) -> None:
         super().__init__()
         self.model = model
@@ -64,6 +106,15 @@ class FinetuneModule(pl.LightningModule):
         self.classes = classes
         self.pipeline = ImagePipeline(normalization, train_augment(cfg.image_size) if cfg.augment else None)
         self.loss = FocalLoss(cfg.focal_gamma, None if alpha is None else torch.as_tensor(alpha, dtype=torch.float32))
+        self.stage_losses = None
+        if model.two_stage_first is not None:  # one focal loss per stage, each with its own class weights
+            a1, a2 = stage_alpha if stage_alpha is not None else (None, None)
+            self.stage_losses = nn.ModuleList(
+                [
+                    FocalLoss(cfg.focal_gamma, None if a is None else torch.as_tensor(a, dtype=torch.float32))
+                    for a in (a1, a2)
+                ]
+            )
         self.steps_per_epoch = steps_per_epoch
         self._val: list[tuple[torch.Tensor, torch.Tensor]] = []
         if cfg.linear_probe:  # frozen before any DDP wrapper is built, so DDP never waits for its gradients
@@ -100,8 +151,9 @@ class FinetuneModule(pl.LightningModule):
         import copy
 
         model = copy.deepcopy(self.eval_model()).cpu()
-        with torch.no_grad():
-            model.head[-1].bias.add_(self.logit_offset.cpu())
+        if self.logit_offset.any():  # (two-stage heads are refused with logit_adjust)
+            with torch.no_grad():
+                model.head[-1].bias.add_(self.logit_offset.cpu())
         return model
 
     def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
@@ -134,12 +186,27 @@ class FinetuneModule(pl.LightningModule):
         x, y = batch
         if self.cfg.mixup > 0 or self.cfg.cutmix > 0:
             x, y = mix_batch(x, y, len(self.classes), self.cfg.mixup, self.cfg.cutmix, self.step_generator())
-        loss = self.loss(self.model(x), y)
+        if self.stage_losses is not None:
+            loss = self.two_stage_loss(x, y)
+        else:
+            loss = self.loss(self.model(x), y)
         if stop_on_any_rank(self, not torch.isfinite(loss).item()):
             raise RunFailed(
                 f"non-finite training loss at step {self.global_step}; lower --lr (the last good checkpoint is kept)"
             )
         self.log("train/loss", loss, prog_bar=True)
+        return loss
+
+    def two_stage_loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Stage 1 on every image (first class or not), stage 2 on the others only."""
+        head = self.model.head
+        l1, l2 = head.stages(pooled_features(self.model.encoder, x))
+        rest = y != head.first
+        loss = self.stage_losses[0](l1, rest.long())
+        if rest.any():
+            index = torch.full((len(self.classes),), -1, dtype=torch.long, device=y.device)
+            index[head.others] = torch.arange(len(head.others), device=y.device)
+            loss = loss + self.stage_losses[1](l2[rest], index[y[rest]])
         return loss
 
     def validation_step(self, batch, batch_idx):

@@ -27,7 +27,10 @@ def load_classifier(path: str | Path) -> tuple[Classifier, dict]:
     if ckpt["task"] != "classifier" or "head_state_dict" not in ckpt:
         raise UserError(f"{path}: a {ckpt['task']!r} checkpoint, not a fine-tuned classifier (model.ckpt)")
     model = Classifier(
-        build_encoder(ckpt["encoder_name"], "random"), len(ckpt["class_names"]), ckpt.get("dropout", 0.0)
+        build_encoder(ckpt["encoder_name"], "random"),
+        len(ckpt["class_names"]),
+        ckpt.get("dropout", 0.0),
+        ckpt.get("two_stage_first"),
     )
     load_strict(model.encoder, ckpt["encoder_state_dict"], f"{path} (encoder)")
     load_strict(model.head, ckpt["head_state_dict"], f"{path} (head)")

@@ -76,6 +76,17 @@ def split_images(lab: LabeledData) -> dict:
     return out
 
 
+def two_stage_index(cfg, classes: list[str]) -> int | None:
+    """The index of the first stage's class with ``--two-stage``, else None."""
+    if not cfg.two_stage:
+        return None
+    if cfg.two_stage_class not in classes:
+        raise UserError(f"two_stage_class={cfg.two_stage_class!r} is not a class of the data ({', '.join(classes)})")
+    if len(classes) < 3:
+        raise UserError("--two-stage needs at least 3 classes")
+    return list(classes).index(cfg.two_stage_class)
+
+
 def step_budget(cfg, steps_per_epoch: int):
     """Raise ``epochs`` so that at least ``min_steps`` optimiser steps run (small label
     fractions get the same optimisation budget), and stretch ``freeze_epochs`` by the
@@ -125,15 +136,24 @@ def build_finetune(
         "fine-tune on the split it was pretrained with (--splits <its run folder>/splits.csv)",
     )
     spec = encoder_spec(cfg.encoder)
-    model = Classifier(build_encoder(cfg.encoder, cfg.init), len(lab.classes), cfg.dropout)
+    first = two_stage_index(cfg, lab.classes)
+    model = Classifier(build_encoder(cfg.encoder, cfg.init), len(lab.classes), cfg.dropout, first)
     model = model.to(memory_format=torch.channels_last)
     y_train = lab.targets("train")
     alpha = focal_alpha(cfg, y_train, len(lab.classes))
+    stage_alpha = None
+    if first is not None:  # class weights per stage: first class vs rest, then among the rest
+        others = y_train[y_train != first]
+        remap = np.cumsum(np.arange(len(lab.classes)) != first) - 1
+        stage_alpha = (
+            focal_alpha(cfg, (y_train != first).astype(int), 2),
+            focal_alpha(cfg, remap[others], len(lab.classes) - 1),
+        )
     batch = min(cfg.batch_size, len(y_train))
     steps = max(1, len(y_train) // batch)
     cfg = step_budget(cfg, steps)
     prior = np.bincount(y_train, minlength=len(lab.classes)) / len(y_train)
-    module = FinetuneModule(model, cfg, spec.normalization, lab.classes, alpha, steps, prior)
+    module = FinetuneModule(model, cfg, spec.normalization, lab.classes, alpha, steps, prior, stage_alpha)
     return FinetuneRun(cfg, out, lab, inherited, model, module, steps, batch)
 
 
@@ -223,6 +243,7 @@ def export_finetune(run: FinetuneRun, trainer, best) -> dict:
         head_state_dict=model.head.state_dict(),
         class_names=list(lab.classes),
         dropout=cfg.dropout,
+        two_stage_first=model.two_stage_first,
         init_chain=name,
         seen_images=ContentIds.concat([run.inherited, lab.bank.ids(lab.indices("train"))]).to_state(),
         split_images=split_images(lab),

@@ -104,6 +104,14 @@ def _finetune_flags(p: argparse.ArgumentParser) -> None:
         help="post-hoc logit adjustment tau (e.g. 1.0): logits - tau*log(class prior), for balanced accuracy",
     )
     g.add_argument(
+        "--two-stage",
+        dest="two_stage",
+        action="store_true",
+        default=None,
+        help="two classifiers on one encoder: nevus (two_stage_class) vs the rest, then the other "
+        "diagnoses among the rest, combined into ordinary class probabilities",
+    )
+    g.add_argument(
         "--balanced-sampler",
         dest="balanced_sampler",
         action="store_true",

@@ -152,6 +152,8 @@ class FinetuneConfig(EngineConfig):
     cutmix: float = 0.0  # CutMix alpha; with mixup too, each batch gets one of them; 0 = off
     ema: float = 0.0  # decay of an exponential moving average of the weights, validated and kept; 0 = off
     logit_adjust: float = 0.0  # post-hoc logit adjustment tau (Menon et al. 2021); 0 = off
+    two_stage: bool = False  # first two_stage_class vs the rest, then the other classes among the rest
+    two_stage_class: str = "nv"
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -167,6 +169,8 @@ class FinetuneConfig(EngineConfig):
         for name in ("freeze_blocks", "mixup", "cutmix", "logit_adjust"):
             if getattr(self, name) < 0:
                 raise UserError(f"{name}={getattr(self, name)}: must be >= 0 (0 = off)")
+        if self.two_stage and (self.mixup > 0 or self.cutmix > 0 or self.logit_adjust > 0):
+            raise UserError("two_stage does not combine with mixup, cutmix or logit_adjust yet; choose one recipe")
         if not (0 <= self.ema < 1):
             raise UserError(f"ema={self.ema}: must be in [0, 1) (a decay such as 0.999; 0 = off)")
 

@@ -3,7 +3,10 @@ targets, EMA of the weights, post-hoc logit adjustment."""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from ssl_derm.finetune.classifier import Classifier, FinetuneModule
@@ -64,7 +67,14 @@ def test_frozen_blocks_stay_bit_identical_and_too_many_are_refused(tmp_path):
     later = [n for n in state if n.startswith("model.blocks.3.") and state[n].is_floating_point()]
     assert any(not torch.equal(trained[n], state[n]) for n in later)  # the rest trained
     with pytest.raises(UserError, match=r"freeze_blocks=9: this encoder has 8 stages \(stem, blocks.0"):
-        FinetuneModule(Classifier(build_encoder(), 7), FinetuneConfig(freeze_blocks=9, image_size=64), LITE0, list("abcdefg"), None, 1)
+        FinetuneModule(
+            Classifier(build_encoder(), 7),
+            FinetuneConfig(freeze_blocks=9, image_size=64),
+            LITE0,
+            list("abcdefg"),
+            None,
+            1,
+        )
 
 
 def test_ema_weights_are_validated_and_exported(sample_images):
@@ -95,3 +105,35 @@ def test_logit_adjustment_is_folded_into_the_exported_head():
     shifted = module.export_model().head[-1].bias
     assert torch.allclose(shifted, raw - torch.log(torch.tensor(prior, dtype=torch.float32)))
     assert torch.equal(module.model.head[-1].bias, raw)  # training weights untouched
+
+
+def test_two_stage_probabilities_sum_to_one_and_match_the_stages(sample_images):
+    model = Classifier(build_encoder(), 7, dropout=0.0, two_stage_first=4).eval()
+    pipeline = FinetuneModule(model, FinetuneConfig(image_size=64), LITE0, list("abcdefg"), None, 1).pipeline
+    images = pipeline(sample_images[:6])
+    with torch.no_grad():
+        probs = model(images).softmax(1)
+        from ssl_derm.encoders import pooled_features
+
+        l1, l2 = model.head.stages(pooled_features(model.encoder, images))
+    p1, p2 = l1.softmax(1), l2.softmax(1)
+    assert torch.allclose(probs.sum(1), torch.ones(6), atol=1e-6)
+    assert torch.allclose(probs[:, 4], p1[:, 0], atol=1e-6)
+    others = [0, 1, 2, 3, 5, 6]
+    assert torch.allclose(probs[:, others], p1[:, 1:2] * p2, atol=1e-6)
+
+
+def test_two_stage_trains_evaluates_and_names_a_missing_class(tmp_path, capsys):
+    out = tmp_path / "ft"
+    assert main(["finetune", "--init", "imagenet", "--out", str(out), "--max-steps", "3", "--two-stage", *TINY]) == 0
+    ckpt = torch.load(out / "model.ckpt", weights_only=True)
+    assert ckpt["two_stage_first"] == ckpt["class_names"].index("nv")
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert len(metrics["confusion_matrix"]["labels"]) == 7
+    ev = tmp_path / "ev"
+    assert main(["evaluate", "--checkpoint", str(out / "model.ckpt"), "--out", str(ev)]) == 0
+    probs = pd.read_csv(ev / "predictions.csv").filter(like="prob_")
+    assert np.allclose(probs.sum(1), 1, atol=1e-4)
+    bad = ["finetune", "--out", str(tmp_path / "bad"), "--two-stage", "--set", "two_stage_class=cat", *TINY]
+    assert main(bad) == 2
+    assert "two_stage_class='cat' is not a class" in capsys.readouterr().err
