@@ -211,14 +211,13 @@ def export_finetune(run: FinetuneRun, trainer, best) -> dict:
     """Score the test split once; write metrics.json, the confusion matrix and model.ckpt."""
     cfg, lab = run.cfg, run.lab
     model = run.module.export_model()  # the EMA weights with --ema, the logit adjustment folded in
-    test_split = "test"
-    pipeline = ImagePipeline(encoder_spec(cfg.encoder).normalization)
-    probs = predict_proba(model, lab.bank.gather(lab.indices(test_split)), pipeline, trainer.strategy.root_device)
     name = _safe_init_name(cfg.init)  # reads the init checkpoint once, for metrics and model.ckpt
-    metrics = classification_metrics(lab.targets(test_split), probs, lab.classes)
+    metrics = {}
+    if cfg.score_test:
+        metrics = test_metrics(model, lab, encoder_spec(cfg.encoder).normalization, trainer.strategy.root_device)
     metrics.update(
         {
-            "split": test_split,
+            "split": "test" if cfg.score_test else "val only (test not scored)",
             "init": cfg.init,
             "init_name": name,
             "label_fraction": cfg.label_fraction,
@@ -231,7 +230,8 @@ def export_finetune(run: FinetuneRun, trainer, best) -> dict:
         }
     )
     (run.out / "metrics.json").write_text(json.dumps(metrics, indent=2))
-    log_confusion(trainer.logger, metrics["confusion_matrix"], f"{test_split}/confusion_matrix", trainer.global_step)
+    if cfg.score_test:
+        log_confusion(trainer.logger, metrics["confusion_matrix"], "test/confusion_matrix", trainer.global_step)
     save_checkpoint(
         run.out / "model.ckpt",
         encoder_name=cfg.encoder,
@@ -248,12 +248,21 @@ def export_finetune(run: FinetuneRun, trainer, best) -> dict:
         seen_images=ContentIds.concat([run.inherited, lab.bank.ids(lab.indices("train"))]).to_state(),
         split_images=split_images(lab),
     )
-    print(
-        f"{test_split}: balanced accuracy {metrics['balanced_accuracy']:.3f}, macro F1 {metrics['macro_f1']:.3f}, "
-        f"AUC {metrics['auc_macro'] or float('nan'):.3f} ({metrics['n_images']} images)"
-    )
+    if cfg.score_test:
+        print(
+            f"test: balanced accuracy {metrics['balanced_accuracy']:.3f}, macro F1 {metrics['macro_f1']:.3f}, "
+            f"AUC {metrics['auc_macro'] or float('nan'):.3f} ({metrics['n_images']} images)"
+        )
+    else:
+        print(f"validation balanced accuracy {metrics['best_epoch_val_balanced_accuracy']:.3f} (test not scored)")
     print(f"wrote {run.out / 'model.ckpt'} and {run.out / 'metrics.json'}")
     return metrics
+
+
+def test_metrics(model, lab: LabeledData, normalization: dict, device) -> dict:
+    """Metrics of ``model`` on the test split of ``lab``."""
+    probs = predict_proba(model, lab.bank.gather(lab.indices("test")), ImagePipeline(normalization), device)
+    return classification_metrics(lab.targets("test"), probs, lab.classes)
 
 
 def run_finetune(

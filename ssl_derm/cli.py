@@ -212,6 +212,24 @@ def build_parser() -> argparse.ArgumentParser:
     bm.add_argument("--inits", help="comma list of random, imagenet, checkpoint paths (default random,imagenet)")
     bm.add_argument("--seeds", type=int, help="seeds per init and fraction (default 2)")
     bm.add_argument("--label-fractions", dest="label_fractions", help="comma list in (0,1] (default 0.1,1.0)")
+    bm.add_argument(
+        "--folds",
+        type=int,
+        help="lesion-grouped stratified K-fold (K >= 3): fold i tests on part i, validates on part i+1; "
+        "mean ± std over folds and seeds (default 0: one split)",
+    )
+    bm.add_argument(
+        "--select-on",
+        dest="select_on",
+        choices=["none", "val"],
+        help="val: per init, fraction and fold, try every --select-grid point on seed 0, keep the best "
+        "validation balanced accuracy, score test once with it and run the other seeds with it",
+    )
+    bm.add_argument(
+        "--select-grid",
+        dest="select_grid",
+        help="key=v1,v2;key=v1,v2 over fine-tuning settings (default encoder_lr=0.0001,0.0003,0.001;freeze_epochs=0,1)",
+    )
     _engine_flags(bm, "labelled source (default: bundled sample)")
     _finetune_flags(bm)
 

@@ -154,6 +154,7 @@ class FinetuneConfig(EngineConfig):
     logit_adjust: float = 0.0  # post-hoc logit adjustment tau (Menon et al. 2021); 0 = off
     two_stage: bool = False  # first two_stage_class vs the rest, then the other classes among the rest
     two_stage_class: str = "nv"
+    score_test: bool = True  # false: validation only (the benchmark's recipe selection scores test later, once)
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -182,15 +183,46 @@ class BenchmarkConfig(FinetuneConfig):
     inits: tuple[str, ...] = ("random", "imagenet")
     seeds: int = 2
     label_fractions: tuple[float, ...] = (0.1, 1.0)
+    folds: int = 0  # >= 3: lesion-grouped stratified K-fold instead of one split
+    select_on: str = "none"  # val: per init, fraction and fold, the select_grid point with the best val score
+    select_grid: str = "encoder_lr=0.0001,0.0003,0.001;freeze_epochs=0,1"  # key=v1,v2;key=...
 
     def __post_init__(self) -> None:
         super().__post_init__()
         _check_positive(self, "seeds")
+        if self.folds and self.folds < 3:
+            raise UserError(f"folds={self.folds}: 0 (one split) or >= 3 (test, validation and training parts)")
+        if self.select_on not in ("none", "val"):
+            raise UserError(f"select_on={self.select_on!r}: none or val (recipes are never chosen on test)")
+        if self.select_on == "val":
+            select_grid(self)
+        if not self.score_test:
+            raise UserError("score_test=false: the benchmark reports test metrics (selection runs skip them itself)")
         for f in self.label_fractions:
             if not (0 < f <= 1):
                 raise UserError(f"label_fractions: {f} is outside (0, 1]")
         if not self.inits:
             raise UserError("inits: give at least one init (random, imagenet or a checkpoint path)")
+
+
+def select_grid(cfg: Any) -> list[dict[str, Any]]:
+    """The grid of ``select_grid`` (``key=v1,v2;key=v1``) as a list of fine-tuning overrides,
+    every combination once; keys must be fine-tuning settings, values are coerced and checked."""
+    import itertools
+
+    axes = []
+    for item in filter(None, (part.strip() for part in cfg.select_grid.split(";"))):
+        key, sep, values = item.partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep or key not in {f.name for f in fields(FinetuneConfig)} or key in ("init", "seed", "out"):
+            raise UserError(f"select_grid: {item!r} is not key=v1,v2 with a fine-tuning setting as key")
+        axes.append([(key, _coerce(FinetuneConfig, key, v.strip())) for v in values.split(",")])
+    if not axes:
+        raise UserError("select_grid: give at least one key=v1,v2")
+    grid = [dict(combo) for combo in itertools.product(*axes)]
+    for point in grid:
+        FinetuneConfig(**point)  # each point must be a valid recipe
+    return grid
 
 
 def _check_positive(cfg: Any, *names: str, strict: bool = True) -> None:

@@ -56,6 +56,27 @@ def make_splits(table: pd.DataFrame, fractions=(0.7, 0.15, 0.15), seed: int = 0)
     return out
 
 
+def make_folds(table: pd.DataFrame, k: int, seed: int = 0) -> list[pd.DataFrame]:
+    """Lesion-grouped, stratified K-fold (scikit-learn's StratifiedGroupKFold): fold i
+    tests on part i, validates on part i+1 (mod K) and trains on the rest; every image
+    is tested exactly once over the K folds."""
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    if k < 3:
+        raise ValueError(f"folds={k}: need >= 3 (one part to test, one to validate, the rest to train)")
+    parts = np.empty(len(table), dtype=int)
+    cv = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed)
+    for i, (_, test) in enumerate(cv.split(np.zeros(len(table)), table["label"], table["group"])):
+        parts[test] = i
+    folds = []
+    for i in range(k):
+        out = table.copy()
+        out["split"] = np.where(parts == i, "test", np.where(parts == (i + 1) % k, "val", "train"))
+        check_disjoint(out)
+        folds.append(out)
+    return folds
+
+
 def check_disjoint(table: pd.DataFrame) -> None:
     per_group = table.groupby("group")["split"].nunique()
     leaked = per_group[per_group > 1].index.tolist()
