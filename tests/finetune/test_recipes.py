@@ -137,3 +137,22 @@ def test_two_stage_trains_evaluates_and_names_a_missing_class(tmp_path, capsys):
     bad = ["finetune", "--out", str(tmp_path / "bad"), "--two-stage", "--set", "two_stage_class=cat", *TINY]
     assert main(bad) == 2
     assert "two_stage_class='cat' is not a class" in capsys.readouterr().err
+
+
+def test_sequential_chain_coarse_task_then_seven_classes_with_frozen_blocks(tmp_path):
+    """The README's worked chain: benign/malignant first, then the 7 diagnoses on the same split."""
+    assert main(["data", "split", "--out", str(tmp_path / "split")]) == 0
+    table = pd.read_csv(tmp_path / "split" / "splits.csv")
+    table["label"] = np.where(table["label"].isin(["mel", "bcc", "akiec"]), "malignant", "benign")
+    table.to_csv(tmp_path / "coarse.csv", index=False)
+    coarse = tmp_path / "coarse"
+    args = ["finetune", "--init", "imagenet", "--data", str(tmp_path / "coarse.csv"), "--out", str(coarse)]
+    assert main([*args, "--max-steps", "2", *TINY]) == 0
+    seven = tmp_path / "seven"
+    args = ["finetune", "--init", str(coarse / "model.ckpt"), "--splits", str(tmp_path / "split" / "splits.csv")]
+    assert main([*args, "--freeze-blocks", "3", "--out", str(seven), "--max-steps", "2", *TINY]) == 0
+    first, second = (torch.load(p / "model.ckpt", weights_only=True) for p in (coarse, seven))
+    assert len(first["class_names"]) == 2 and len(second["class_names"]) == 7
+    assert torch.equal(
+        first["encoder_state_dict"]["model.conv_stem.weight"], second["encoder_state_dict"]["model.conv_stem.weight"]
+    )
