@@ -40,10 +40,12 @@ class PretextModule(pl.LightningModule):
         # Anything left on the global generator (dropout) gets one stream per DDP rank.
         torch.manual_seed(self.cfg.seed * 1_000 + self.global_rank)
 
+    def on_train_start(self) -> None:
+        self.total_steps = int(self.trainer.estimated_stepping_batches)  # for momentum schedules; once
+
     # --- steps --------------------------------------------------------------
     def training_step(self, images, batch_idx):
-        total = self.trainer.estimated_stepping_batches if self.trainer is not None else 1
-        self.task.on_train_step(self.global_step, int(total))
+        self.task.on_train_step(self.global_step, getattr(self, "total_steps", 1))
         out = self.task(images, generator=self.step_generator())
         if stop_on_any_rank(self, not torch.isfinite(out.loss).item()):
             raise RunFailed(

@@ -33,7 +33,7 @@ def test_corruptions_differ_per_rank_and_step_and_repeat_after_resume():
 
 def test_the_module_logs_the_scalars_a_task_returns(sample_images):
     module = _module("simclr", hidden_dim=64, projection_dim=16)
-    module._trainer = SimpleNamespace(global_rank=0, global_step=1, estimated_stepping_batches=10)
+    module._trainer = SimpleNamespace(global_rank=0, global_step=1)
     logged = {}
     module.log = lambda name, value, **kw: logged.__setitem__(name, value)
     module.training_step((sample_images[:8] * 255).to(torch.uint8), 0)
