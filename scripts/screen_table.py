@@ -1,0 +1,59 @@
+#!/usr/bin/env python
+"""Markdown table of scripts/screen_pretext.sh: per encoder, kNN and linear-probe balanced
+accuracy on the validation split (95% bootstrap interval) and the paired difference to
+ImageNet (95% interval; an interval that contains 0 is a tie), with stored BatchNorm
+statistics and re-estimated ones (AdaBN), plus each pretraining run's wall time.
+
+    python scripts/screen_table.py runs/screen
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+
+def _cell(row: dict, probe: str) -> str:
+    ci = row[f"{probe}_ci95"]
+    return f"{row[probe]:.3f} [{ci[0]:.3f}, {ci[1]:.3f}]"
+
+
+def _diff(row: dict, probe: str, ref: str) -> str:
+    key = f"{probe}_diff_to_{ref}"
+    if key not in row:
+        return ""
+    lo, hi = row[f"{probe}_diff_ci95"]
+    verdict = "tie" if lo <= 0 <= hi else ("better" if lo > 0 else "worse")
+    return f"{row[key]:+.3f} [{lo:+.3f}, {hi:+.3f}] {verdict}"
+
+
+def main() -> None:
+    root = Path(sys.argv[1])
+    probe = json.loads((root / "probe.json").read_text())
+    ref = probe["meta"]["reference"]
+    lines = [
+        f"Validation split, {probe['meta']['n_queries']} images; bank per class: {probe['meta']['bank_per_class']}.",
+        "",
+        "| encoder | wall s | kNN | kNN - ImageNet | linear probe | LP - ImageNet | kNN (AdaBN) | LP (AdaBN) |",
+        "|---|---:|---|---|---|---|---|---|",
+    ]
+    for row in probe["results"]:
+        name = row["init"].removeprefix("imagenet+")
+        wall = root / name / "wall_s"
+        cells = [
+            row["init"],
+            wall.read_text().strip() if wall.is_file() else "",
+            _cell(row, "knn_stored"),
+            _diff(row, "knn_stored", ref),
+            _cell(row, "linear_probe_stored"),
+            _diff(row, "linear_probe_stored", ref),
+            _cell(row, "knn_adabn"),
+            _cell(row, "linear_probe_adabn"),
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
