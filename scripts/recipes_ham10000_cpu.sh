@@ -25,7 +25,7 @@ declare -A FLAGS=(
   [logit_adjust]="--logit-adjust 1.0 --class-weights none"
   [freeze_blocks]="--freeze-blocks 2"
 )
-ORDER="plain two_stage mixup cutmix ema logit_adjust freeze_blocks"
+ORDER="plain two_stage ema logit_adjust mixup cutmix freeze_blocks"
 
 for frac in $FRACTIONS; do
   for recipe in $ORDER; do
