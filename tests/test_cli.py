@@ -206,6 +206,9 @@ def test_finetune_evaluate_benchmark_end_to_end(pretrained, tmp_path, capsys):
         "init",
         "label_fraction",
         "seed",
+        "fold",
+        "recipe",
+        "val_balanced_accuracy",
         "accuracy",
         "balanced_accuracy",
         "macro_f1",
@@ -213,6 +216,7 @@ def test_finetune_evaluate_benchmark_end_to_end(pretrained, tmp_path, capsys):
         "auc_macro",
     ]
     assert sorted(set(results["init"])) == ["context_restore", "random"] and len(results) == 4
+    assert results["val_balanced_accuracy"].between(0, 1).all()
     for name in ("results.md", "label_efficiency.png", "confusion_random.png", "confusion_context_restore.png"):
         assert (bm / name).is_file(), name
     capsys.readouterr()
