@@ -203,11 +203,11 @@ class FinetuneModule(pl.LightningModule):
         l1, l2 = head.stages(pooled_features(self.model.encoder, x))
         rest = y != head.first
         loss = self.stage_losses[0](l1, rest.long())
-        if rest.any():
-            index = torch.full((len(self.classes),), -1, dtype=torch.long, device=y.device)
-            index[head.others] = torch.arange(len(head.others), device=y.device)
-            loss = loss + self.stage_losses[1](l2[rest], index[y[rest]])
-        return loss
+        if not rest.any():  # a batch of first-class images only: stage 2 still joins the graph (DDP)
+            return loss + 0.0 * l2.sum()
+        index = torch.full((len(self.classes),), -1, dtype=torch.long, device=y.device)
+        index[head.others] = torch.arange(len(head.others), device=y.device)
+        return loss + self.stage_losses[1](l2[rest], index[y[rest]])
 
     def validation_step(self, batch, batch_idx):
         x, y = batch
