@@ -12,7 +12,7 @@ from torch import nn
 
 from ssl_derm.data import ImagePipeline, train_augment
 from ssl_derm.encoders import encoder_stages, feature_dim, pooled_features
-from ssl_derm.engine import RunFailed, cosine_schedule, stop_on_any_rank
+from ssl_derm.engine import RunFailed, cosine_schedule, step_generator, stop_on_any_rank
 from ssl_derm.errors import UserError
 
 
@@ -138,8 +138,7 @@ class FinetuneModule(pl.LightningModule):
 
     def step_generator(self) -> torch.Generator:
         """Mixing draws of this rank at this step, from (seed, rank, step): a resumed run mixes alike."""
-        state = np.random.SeedSequence([self.cfg.seed, 7, self.global_rank, self.global_step]).generate_state(2)
-        return torch.Generator().manual_seed(int(state[0]) << 32 | int(state[1]))
+        return step_generator(self.cfg.seed, 7, self.global_rank, self.global_step)
 
     def eval_model(self) -> nn.Module:
         """The weights that are validated and exported: the EMA when ``--ema`` is set."""

@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ssl_derm.data.transforms import ImagePipeline, two_view_augment
+from ssl_derm.data.transforms import ImagePipeline, to_float, two_view_augment
 from ssl_derm.encoders import encoder_spec, feature_dim, pooled_features
 from ssl_derm.errors import UserError
 
@@ -124,7 +124,7 @@ class PretextTask(nn.Module):
     def forward(self, images: torch.Tensor, generator: torch.Generator | None = None) -> StepOutput:
         """``images``: a decoded batch, uint8 or float in [0, 1], ``[B, 3, H, W]``."""
         self.check_input(images)
-        x = images.float() / 255 if images.dtype == torch.uint8 else images.float()
+        x = to_float(images)
         # Views are made in float32 outside autocast: warps and patch swaps are exact there.
         with torch.autocast(x.device.type, enabled=False):
             params = self.draw(x, generator)

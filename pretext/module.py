@@ -15,7 +15,7 @@ from ssl_derm.pretext.knn import knn_balanced_accuracy
 from torchvision.utils import make_grid
 
 from ssl_derm.data.transforms import ImagePipeline
-from ssl_derm.engine import RunFailed, cosine_schedule, stop_on_any_rank
+from ssl_derm.engine import RunFailed, cosine_schedule, step_generator, stop_on_any_rank
 
 
 class PretextModule(pl.LightningModule):
@@ -30,11 +30,8 @@ class PretextModule(pl.LightningModule):
         self.knn = knn  # {"bank": uint8 [N,3,S,S], "bank_labels", "query", "query_labels", "classes"}
 
     def step_generator(self) -> torch.Generator:
-        """The random stream of this rank at this step, derived from (seed, rank, step):
-        DDP ranks draw different views, and a run resumed from ``last.ckpt`` draws at
-        step k exactly what the uninterrupted run drew there, without any state to save."""
-        state = np.random.SeedSequence([self.cfg.seed, self.global_rank, self.global_step]).generate_state(2)
-        return torch.Generator().manual_seed(int(state[0]) << 32 | int(state[1]))
+        """The random stream of this rank at this step: the views a task draws."""
+        return step_generator(self.cfg.seed, self.global_rank, self.global_step)
 
     def on_fit_start(self) -> None:
         # Anything left on the global generator (dropout) gets one stream per DDP rank.

@@ -307,7 +307,8 @@ def build_config(cls: type, *layers: dict[str, Any]) -> Any:
         task = merged.get("task", cls.task)
         if task not in tasks:
             raise UserError(f"task={task!r}: choose one of {', '.join(tasks)}")
-        used = {task, *get_task(task).uses(settings_from_section(get_task(task).Settings, sections.get(task)))}
+        sections[task] = settings_from_section(get_task(task).Settings, sections.get(task))  # built once
+        used = {task, *get_task(task).uses(sections[task])}
         sections = {k: v for k, v in sections.items() if k in used or k in dotted}
         merged["task_settings"] = sections
     return cls(**merged)

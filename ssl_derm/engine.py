@@ -203,6 +203,16 @@ def cosine_schedule(optimizer, cfg, steps_per_epoch: int) -> dict:
     return {"optimizer": optimizer, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
 
+def step_generator(*keys: int) -> torch.Generator:
+    """A ``torch.Generator`` derived from integer ``keys`` such as (seed, rank, step): DDP
+    ranks draw differently, and a run resumed from ``last.ckpt`` draws at step k exactly
+    what the uninterrupted run drew there, without any state to save."""
+    import numpy as np
+
+    state = np.random.SeedSequence(list(keys)).generate_state(2)
+    return torch.Generator().manual_seed(int(state[0]) << 32 | int(state[1]))
+
+
 def stop_on_any_rank(module: pl.LightningModule, bad: bool) -> bool:
     """True on every rank when ``bad`` is true on any: a rank that stopped alone would
     leave the others waiting in the gradient all-reduce."""
