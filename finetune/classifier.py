@@ -67,15 +67,36 @@ class Classifier(nn.Module):
         return self.head(pooled_features(self.encoder, x))
 
 
-@torch.no_grad()
-def predict_proba(model: nn.Module, images, pipeline: ImagePipeline, device, batch_size: int = 128) -> np.ndarray:
-    """Softmax probabilities for uint8 ``images`` (tensor or bank gather), in eval mode."""
+def dihedral(x: torch.Tensor) -> list[torch.Tensor]:
+    """The 8 flips and 90-degree rotations of a square ``[B, C, S, S]`` batch, identity first.
+    Dermoscopy has no "up", so each is as valid a view of the lesion as the original."""
+    rots = [torch.rot90(x, k, dims=(2, 3)) for k in range(4)]
+    return rots + [r.flip(3) for r in rots]
+
+
+@torch.inference_mode()
+def predict_proba(
+    model: nn.Module,
+    images,
+    pipeline: ImagePipeline,
+    device,
+    batch_size: int = 128,
+    tta: bool = False,
+    progress: bool = False,
+) -> np.ndarray:
+    """Softmax probabilities for uint8 ``images`` (tensor or bank gather), in eval mode.
+    ``tta``: the mean probability over the 8 ``dihedral`` views of each image."""
+    from tqdm.auto import tqdm
+
     model.eval().to(device, memory_format=torch.channels_last)
     pipeline = pipeline.to(device)
     out = []
-    for i in range(0, len(images), batch_size):
+    starts = range(0, len(images), batch_size)
+    for i in tqdm(starts, desc="predicting", unit="batch", disable=not progress, leave=False):
         x = pipeline(images[i : i + batch_size].to(device))
-        out.append(torch.softmax(model(x).float(), dim=1).cpu())
+        views = dihedral(x) if tta else [x]
+        p = sum(torch.softmax(model(v.contiguous(memory_format=torch.channels_last)).float(), dim=1) for v in views)
+        out.append((p / len(views)).cpu())
     return torch.cat(out).numpy() if out else np.zeros((0, 0))
 
 

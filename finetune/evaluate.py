@@ -37,7 +37,7 @@ def load_classifier(path: str | Path) -> tuple[Classifier, dict]:
     return model.eval(), ckpt
 
 
-def _rows_to_score(lab, ckpt: dict, split: str, splits: str | None, data) -> pd.DataFrame:
+def rows_to_score(lab, ckpt: dict, split: str, splits: str | None, data) -> pd.DataFrame:
     """``all``: every image; with ``--splits``: that file's split; else the split the model
     was trained with, recorded in ``model.ckpt`` (matched by content, not by file name)."""
     if split == "all" or splits:
@@ -64,6 +64,7 @@ def run_evaluate(
     splits: str | None = None,
     overwrite: bool = False,
     cache_dir: str | None = None,
+    tta: bool = False,
 ) -> dict:
     model, ckpt = load_classifier(checkpoint)
     classes = list(ckpt["class_names"])
@@ -78,7 +79,7 @@ def run_evaluate(
         classes=classes,
         resize=cfg.get("resize", "crop"),
     )
-    rows = _rows_to_score(lab, ckpt, split, splits, data)
+    rows = rows_to_score(lab, ckpt, split, splits, data)
     if split != "train":  # scoring an image the model (or its pretraining) saw is no evaluation
         check_unseen_ids(
             ContentIds.from_state(ckpt["seen_images"]),
@@ -95,10 +96,10 @@ def run_evaluate(
     folder = run_dir(out, "evaluate", overwrite)
     pipeline = ImagePipeline(ckpt["normalization"])
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    probs = predict_proba(model, lab.bank.gather(rows["row"].to_numpy()), pipeline, device)
+    probs = predict_proba(model, lab.bank.gather(rows["row"].to_numpy()), pipeline, device, tta=tta)
     targets = rows["label"].map({c: i for i, c in enumerate(classes)}).to_numpy()
     metrics = classification_metrics(targets, probs, classes)
-    metrics.update({"split": split, "checkpoint": str(checkpoint)})
+    metrics.update({"split": split, "checkpoint": str(checkpoint), "tta": tta})
     (folder / "metrics.json").write_text(json.dumps(metrics, indent=2))
     pred = pd.DataFrame(
         {

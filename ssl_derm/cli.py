@@ -20,6 +20,10 @@ typical session (defaults use the bundled 316-image HAM10000 sample):
   ssl-derm finetune --init runs/cr/ssl.ckpt --out runs/ft
   ssl-derm evaluate --checkpoint runs/ft/model.ckpt --out runs/ev
   ssl-derm benchmark --inits random,imagenet,runs/cr/ssl.ckpt --out runs/bench
+  ssl-derm predict --checkpoint runs/ft/model.ckpt --data new_images.zip --out runs/pred
+  ssl-derm explain --checkpoint runs/ft/model.ckpt --out runs/explain
+  ssl-derm embed --checkpoint runs/cr/ssl.ckpt --out runs/embed
+  ssl-derm export --checkpoint runs/ft/model.ckpt --format onnx --out runs/model.onnx
   tensorboard --logdir runs
 
 settings: YAML defaults (--config FILE), then flags, then --set key=value.
@@ -52,6 +56,13 @@ def _engine_flags(p: argparse.ArgumentParser, data_help: str) -> None:
     c.add_argument("--config", help="YAML file of settings (see configs/)")
     c.add_argument("--set", action="append", metavar="KEY=VALUE", help="override any setting; repeatable")
     c.add_argument("--no-progress", dest="progress", action="store_false", default=None, help="no progress bars")
+
+
+def _output_flags(p: argparse.ArgumentParser, command: str) -> None:
+    p.add_argument("--out", help=f"output folder (default runs/{command}-<timestamp>)")
+    p.add_argument("--overwrite", action="store_true", help="replace a non-empty --out folder")
+    p.add_argument("--cache-dir", dest="cache_dir", help="decode cache (default ~/.cache/ssl-derm or $SSL_DERM_CACHE)")
+    p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
 
 
 def _finetune_flags(p: argparse.ArgumentParser) -> None:
@@ -200,6 +211,7 @@ def build_parser() -> argparse.ArgumentParser:
         "saw are refused for every split but train",
     )
     ev.add_argument("--splits", help="take train/val/test from this splits.csv instead")
+    ev.add_argument("--tta", action="store_true", help="average over the 8 flips and 90-degree rotations")
     ev.add_argument("--overwrite", action="store_true")
     ev.add_argument("--cache-dir", dest="cache_dir")
 
@@ -232,6 +244,99 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _engine_flags(bm, "labelled source (default: bundled sample)")
     _finetune_flags(bm)
+
+    source_help = (
+        "images: a folder, .zip, .tar[.gz], glob or .txt list, or a labelled source (HAM10000 folder, "
+        "CSV, ImageFolder) whose labels are then used where they help; repeatable (default: bundled sample)"
+    )
+    pr = sub.add_parser(
+        "predict",
+        help="classify new images with a fine-tuned model",
+        description="Run a model.ckpt over every image of --data. Writes OUT/predictions.csv (image, source, "
+        "predicted label, one probability column per class) and OUT/skipped.txt for unreadable files.",
+        epilog="example:\n  ssl-derm predict --checkpoint runs/ft/model.ckpt "
+        "--data ../shared/data/isic_unlabeled.zip --tta --out runs/pred",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    pr.add_argument("--checkpoint", required=True, help="model.ckpt written by finetune")
+    pr.add_argument("--data", action="append", metavar="SOURCE", help=source_help)
+    pr.add_argument("--tta", action="store_true", help="average over the 8 flips and 90-degree rotations (8x slower)")
+    _output_flags(pr, "predict")
+    pr.add_argument("--batch-size", dest="batch_size", type=int, default=128)
+
+    xp = sub.add_parser(
+        "explain",
+        help="Grad-CAM heat maps: where the fine-tuned model looks",
+        description="Class activation maps (pytorch-grad-cam) on the encoder's last stage for --n images of "
+        "--data: OUT/images/*.png (image, overlay, labels), OUT/grid_<class>.png, OUT/explain.csv and a "
+        "TensorBoard image summary. With labels, the worst mistakes come first; with lesion masks "
+        "(HAM10000's masks/ folder), the share of the map inside the lesion is reported.",
+        epilog="example:\n  ssl-derm explain --checkpoint runs/ft/model.ckpt --data ../shared/data/ham10000 "
+        "--split test --n 32 --out runs/explain",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    xp.add_argument("--checkpoint", required=True, help="model.ckpt written by finetune")
+    xp.add_argument("--data", action="append", metavar="SOURCE", help=source_help)
+    xp.add_argument("--n", type=int, default=16, help="images to explain (default 16; 0 = all)")
+    xp.add_argument(
+        "--target",
+        default="predicted",
+        help="the class each map explains: predicted (default), true (needs labels) or a class name",
+    )
+    xp.add_argument(
+        "--method",
+        choices=["gradcam", "gradcam++", "eigencam", "scorecam"],
+        default="gradcam",
+        help="CAM method (default gradcam)",
+    )
+    xp.add_argument(
+        "--split",
+        choices=["all", "train", "val", "test"],
+        default="all",
+        help="for a labelled --data: only this split of the model's training run (default all)",
+    )
+    xp.add_argument("--masks", help="folder of lesion masks <image_id>_segmentation.png (default: SOURCE/masks)")
+    _output_flags(xp, "explain")
+
+    em = sub.add_parser(
+        "embed",
+        help="encoder features of every image, a 2-D map of them, kNN / linear-probe scores",
+        description="Pooled encoder features of every image of --data (and --unlabeled): OUT/features.npy, "
+        "OUT/embeddings.csv (image, source, label, x, y), scatter plots coloured by label and by source, "
+        "TensorBoard projector files, and with labels the kNN and linear-probe balanced accuracy.",
+        epilog="example:\n  ssl-derm embed --checkpoint runs/cr/ssl.ckpt --data ../shared/data/ham10000 "
+        "--unlabeled ../shared/data/isic_unlabeled.zip --method tsne --out runs/embed",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    em.add_argument(
+        "--checkpoint", required=True, help="ssl.ckpt, model.ckpt, imagenet or random (then --encoder, --image-size)"
+    )
+    em.add_argument("--data", action="append", metavar="SOURCE", help=source_help)
+    em.add_argument("--unlabeled", action="append", metavar="SOURCE", help="more sources, shown by source; repeatable")
+    em.add_argument(
+        "--method", choices=["tsne", "umap", "pca"], default="tsne", help="2-D map (umap: pip install umap-learn)"
+    )
+    em.add_argument("--encoder", help="for imagenet/random: efficientnet-lite0 (default), resnet18, ...")
+    em.add_argument("--image-size", dest="image_size", type=int, help="default: the checkpoint's, else 128")
+    em.add_argument("--seed", type=int, default=0, help="seed of t-SNE/UMAP and of the probe's folds")
+    _output_flags(em, "embed")
+    em.add_argument("--batch-size", dest="batch_size", type=int, default=128)
+
+    ex = sub.add_parser(
+        "export",
+        help="a classifier or encoder others can run without ssl-derm",
+        description="Export a model.ckpt (classifier: normalised image in, logits out) or an ssl.ckpt "
+        "(encoder: pooled features out). torchscript and onnx take a float [B, 3, S, S] batch already "
+        "normalised with the checkpoint's mean/std (written beside the file as FILE.json); safetensors "
+        "holds the weights under the plain timm / torchvision names of the architecture.",
+        epilog="examples:\n  ssl-derm export --checkpoint runs/ft/model.ckpt --format onnx --out model.onnx\n"
+        "  ssl-derm export --checkpoint runs/cr/ssl.ckpt --format safetensors --out encoder.safetensors",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    ex.add_argument("--checkpoint", required=True, help="model.ckpt or ssl.ckpt")
+    ex.add_argument("--format", required=True, choices=["torchscript", "onnx", "safetensors"])
+    ex.add_argument("--out", required=True, help="file to write (its folder is created)")
+    ex.add_argument("--overwrite", action="store_true", help="replace an existing file")
 
     sp = sub.add_parser("bench-speed", help="images/s of every stage against a plain PyTorch loop")
     sp.add_argument("--out", help="output folder (default runs/bench-speed-<timestamp>)")
@@ -278,7 +383,63 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "evaluate":
         from ssl_derm.finetune.evaluate import run_evaluate
 
-        run_evaluate(args.checkpoint, args.data, args.out, args.split, args.splits, args.overwrite, args.cache_dir)
+        run_evaluate(
+            args.checkpoint, args.data, args.out, args.split, args.splits, args.overwrite, args.cache_dir, args.tta
+        )
+        return 0
+    if args.command == "predict":
+        from ssl_derm.commands.predict import run_predict
+
+        run_predict(
+            args.checkpoint,
+            args.data,
+            args.out,
+            args.tta,
+            args.overwrite,
+            args.cache_dir,
+            args.batch_size,
+            args.progress,
+        )
+        return 0
+    if args.command == "explain":
+        from ssl_derm.commands.explain import run_explain
+
+        run_explain(
+            args.checkpoint,
+            args.data,
+            args.out,
+            n=args.n,
+            target=args.target,
+            method=args.method,
+            split=args.split,
+            masks=args.masks,
+            overwrite=args.overwrite,
+            cache_dir=args.cache_dir,
+            progress=args.progress,
+        )
+        return 0
+    if args.command == "embed":
+        from ssl_derm.commands.embed import run_embed
+
+        run_embed(
+            args.checkpoint,
+            args.data,
+            args.unlabeled,
+            args.out,
+            method=args.method,
+            encoder=args.encoder,
+            image_size=args.image_size,
+            seed=args.seed,
+            overwrite=args.overwrite,
+            cache_dir=args.cache_dir,
+            batch_size=args.batch_size,
+            progress=args.progress,
+        )
+        return 0
+    if args.command == "export":
+        from ssl_derm.commands.export import run_export
+
+        run_export(args.checkpoint, args.format, args.out, args.overwrite)
         return 0
     if args.command == "benchmark":
         from ssl_derm.config import BenchmarkConfig

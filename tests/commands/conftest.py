@@ -1,0 +1,26 @@
+"""Checkpoints the predict / explain / embed / export tests share, trained once per
+session on the bundled real sample: a context-restoration ``ssl.ckpt`` and a
+``model.ckpt`` fine-tuned from it (64 px, a few steps)."""
+
+from __future__ import annotations
+
+import pytest
+
+from ssl_derm.cli import main
+
+TINY = ["--image-size", "64", "--batch-size", "16", "--no-progress"]
+
+
+@pytest.fixture(scope="session")
+def ssl_ckpt(tmp_path_factory):
+    out = tmp_path_factory.mktemp("commands") / "cr"
+    args = ["pretrain", "--task", "context_restore", "--init", "imagenet", "--out", str(out), "--max-steps", "3"]
+    assert main([*args, *TINY, "--set", "context_restore.swaps=5"]) == 0
+    return out / "ssl.ckpt"
+
+
+@pytest.fixture(scope="session")
+def model_ckpt(tmp_path_factory, ssl_ckpt):
+    out = tmp_path_factory.mktemp("commands") / "ft"
+    assert main(["finetune", "--init", str(ssl_ckpt), "--out", str(out), "--max-steps", "12", *TINY]) == 0
+    return out / "model.ckpt"
