@@ -48,6 +48,7 @@ class ImageSet:
     bank: ImageBank
     skipped: list[tuple[str, str]] = field(default_factory=list)
     sha1: list[str] = field(default_factory=list)
+    groups: list[str | None] = field(default_factory=list)  # lesion / patient where the source says
 
     def __len__(self) -> int:
         return len(self.names)
@@ -75,7 +76,7 @@ def open_images(
     labelled table and returning a subset of it) picks which of its images to keep."""
     if specs is None or isinstance(specs, str):
         specs = [specs]
-    parts, names, sources, labels, skipped, sha1 = [], [], [], [], [], []
+    parts, names, sources, labels, skipped, sha1, groups = [], [], [], [], [], [], []
     for spec in specs:
         path = Path(spec) if spec is not None else sample_dir()
         if not path.exists() and not any(c in str(spec) for c in "*?["):
@@ -86,9 +87,10 @@ def open_images(
                 table = rows(table)
             source = FileList(str(path), list(table["image"]))
             source_labels: list[str | None] = list(table["label"])
+            source_groups: list[str | None] = list(table["group"])
         else:
             source = open_unlabeled(spec)
-            source_labels = [None] * len(source)
+            source_labels = source_groups = [None] * len(source)
         if len(source) == 0:
             raise UserError(f"--data {spec}: holds no image files")
         decoded = decode_source(source, size, cache_dir, progress, resize=resize)
@@ -97,6 +99,7 @@ def open_images(
         names += [decoded.names[i] for i in keep]
         sources += [str(spec if spec is not None else "sample")] * len(keep)
         labels += [source_labels[i] for i in keep]
+        groups += [source_groups[i] for i in keep]
         sha1 += [decoded.sha1[i] for i in keep]
         skipped += decoded.skipped
     bank = ImageBank(parts)
@@ -105,7 +108,7 @@ def open_images(
         print(f"ssl-derm: skipped {len(skipped)} unreadable file(s): {shown}", file=sys.stderr)
     if not names:
         raise UserError(f"--data {', '.join(map(str, specs))}: no readable images")
-    return ImageSet(names, sources, labels, bank, skipped, sha1)
+    return ImageSet(names, sources, labels, bank, skipped, sha1, groups)
 
 
 def write_skipped(folder: Path, skipped: list[tuple[str, str]]) -> None:

@@ -1,0 +1,73 @@
+"""``ssl-derm predict``: class probabilities of a fine-tuned model for new images.
+
+Every image of each SOURCE is decoded once into the cache (as in pretraining),
+then scored in batches under ``torch.inference_mode``; ``--tta`` averages the
+probabilities over the 8 flips and 90-degree rotations.  Unreadable files are
+skipped, counted and listed in ``skipped.txt``.  Labels of a labelled source
+are ignored for scoring and kept in a ``true_label`` column for reference.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pandas as pd
+from ssl_derm.commands.common import device, load_model, open_images, require_classifier, write_skipped
+from ssl_derm.finetune.classifier import predict_proba
+
+from ssl_derm.data import ImagePipeline
+from ssl_derm.engine import run_dir
+
+
+def run_predict(
+    checkpoint: str,
+    data: list[str] | None,
+    out: str | None,
+    tta: bool = False,
+    overwrite: bool = False,
+    cache_dir: str | None = None,
+    batch_size: int = 128,
+    progress: bool = True,
+) -> pd.DataFrame:
+    loaded = load_model(checkpoint)
+    require_classifier(loaded, "predict")
+    folder = run_dir(out, "predict", overwrite)
+    images = open_images(data, loaded.image_size, cache_dir=cache_dir, progress=progress, resize=loaded.resize)
+    start = time.perf_counter()
+    probs = predict_proba(
+        loaded.classifier,
+        images.images(),
+        ImagePipeline(loaded.normalization),
+        device(),
+        batch_size=batch_size,
+        tta=tta,
+        progress=progress,
+    )
+    seconds = time.perf_counter() - start
+    classes = loaded.classes
+    table = pd.DataFrame({"image": images.names, "source": images.sources})
+    if images.labeled:
+        table["true_label"] = images.labels
+    table["predicted_label"] = [classes[i] for i in probs.argmax(1)]
+    table["probability"] = probs.max(1)
+    for i, c in enumerate(classes):
+        table[f"prob_{c}"] = probs[:, i]
+    table.to_csv(folder / "predictions.csv", index=False)
+    write_skipped(folder, images.skipped)
+    summary = {
+        "checkpoint": str(checkpoint),
+        "images": len(images),
+        "skipped": len(images.skipped),
+        "tta": tta,
+        "predicted": {k: int(v) for k, v in table["predicted_label"].value_counts().items()},
+        "images_per_s": round(len(images) / seconds, 1),
+        "device": str(device()),
+    }
+    (folder / "summary.json").write_text(json.dumps(summary, indent=2))
+    skipped = f", {len(images.skipped)} unreadable skipped (skipped.txt)" if images.skipped else ""
+    print(
+        f"predicted {len(images):,} images{' with TTA' if tta else ''} at {summary['images_per_s']:,} images/s"
+        f"{skipped}; wrote {folder / 'predictions.csv'}"
+    )
+    return table
