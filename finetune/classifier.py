@@ -74,7 +74,6 @@ def dihedral(x: torch.Tensor) -> list[torch.Tensor]:
     return rots + [r.flip(3) for r in rots]
 
 
-@torch.inference_mode()
 def predict_proba(
     model: nn.Module,
     images,
@@ -88,15 +87,18 @@ def predict_proba(
     ``tta``: the mean probability over the 8 ``dihedral`` views of each image."""
     from tqdm.auto import tqdm
 
+    # moved outside inference mode: parameters converted inside it would become inference
+    # tensors, which a later backward pass (training, Grad-CAM) refuses
     model.eval().to(device, memory_format=torch.channels_last)
     pipeline = pipeline.to(device)
     out = []
     starts = range(0, len(images), batch_size)
-    for i in tqdm(starts, desc="predicting", unit="batch", disable=not progress, leave=False):
-        x = pipeline(images[i : i + batch_size].to(device))
-        views = dihedral(x) if tta else [x]
-        p = sum(torch.softmax(model(v.contiguous(memory_format=torch.channels_last)).float(), dim=1) for v in views)
-        out.append((p / len(views)).cpu())
+    with torch.inference_mode():
+        for i in tqdm(starts, desc="predicting", unit="batch", disable=not progress, leave=False):
+            x = pipeline(images[i : i + batch_size].to(device))
+            views = dihedral(x) if tta else [x]
+            p = sum(torch.softmax(model(v.contiguous(memory_format=torch.channels_last)).float(), 1) for v in views)
+            out.append((p / len(views)).cpu())
     return torch.cat(out).numpy() if out else np.zeros((0, 0))
 
 
