@@ -77,3 +77,19 @@ def test_cross_validated_scores_separate_real_features_from_shuffled_labels(tmp_
     assert real["folds"] == 5 and real["chance"] == round(1 / 7, 4)
     assert real["linear_probe_balanced_accuracy"] > shuffled["linear_probe_balanced_accuracy"] + 0.1
     assert shuffled["knn_balanced_accuracy"] < 0.3
+
+
+def test_umap_map_and_its_missing_package_message(tmp_path, monkeypatch, capsys):
+    """UMAP (the optional extra, installed with the dev extra) on real features; without
+    the package, one line saying what to install."""
+    from ssl_derm.commands.embed import reduce_2d
+
+    images = open_images(None, 64, progress=False)
+    encoder = build_encoder("efficientnet-lite0", "imagenet")
+    feats = encoder_features(encoder, images.images(), ImagePipeline(encoder_spec(None).normalization), "cpu")
+    xy = reduce_2d(feats.numpy(), "umap", seed=0)
+    assert xy.shape == (316, 2) and np.isfinite(xy).all() and (xy.std(0) > 0).all()
+    monkeypatch.setitem(__import__("sys").modules, "umap", None)  # import umap -> ImportError
+    out = tmp_path / "emb"
+    assert main(["embed", "--checkpoint", "imagenet", "--method", "umap", "--out", str(out)]) == 2
+    assert 'pip install "ssl-derm[umap]"' in capsys.readouterr().err and not out.exists()
