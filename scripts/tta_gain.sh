@@ -3,7 +3,7 @@
 # ImageNet init (the plain-recipe models of scripts/recipes_ham10000_cpu.sh) and the best
 # self-supervised init of the screening (multitask from ImageNet, runs/screen/multitask/ssl.ckpt
 # from scripts/screen_pretext.sh), fine-tuned with the same plain recipe, 2 seeds, label
-# fractions 0.1 and 1.0. Resumable: finished fine-tunings are skipped.
+# fractions 0.1 and 1.0 (FRACTIONS). Resumable: finished fine-tunings are skipped.
 #
 #   scripts/tta_gain.sh [RECIPES] [SSL_INIT] [OUT]
 set -euo pipefail
@@ -13,7 +13,8 @@ OUT=${3:-runs/tta}
 DATA=${DATA:-../shared/data/ham10000}
 SSL=${SSL:-ssl-derm}
 PY=${PY:-python}
-for frac in 0.1 1.0; do
+FRACTIONS=${FRACTIONS:-0.1 1.0}
+for frac in $FRACTIONS; do
   $SSL benchmark --config configs/benchmark/ham10000_cpu.yaml --inits "$SSL_INIT" --seeds 2 \
     --label-fractions "$frac" --data "$DATA" --out "$OUT/fraction$frac" --no-progress --resume
 done
