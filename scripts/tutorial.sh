@@ -13,7 +13,7 @@ ZIP=$SAMPLE/isic_unlabeled_sample.zip
 export SSL_DERM_CACHE=${SSL_DERM_CACHE:-$OUT/.decode-cache}
 run() { echo "+ ssl-derm $*"; $SSL "$@"; }
 
-run pretrain --task context_restore --init imagenet --unlabeled "$ZIP" --image-size 96 --batch-size 32 \
+run pretrain --task context_restore --init imagenet --data "$SAMPLE/ham10000_sample" --unlabeled "$ZIP" --image-size 96 --batch-size 32 \
   --max-steps 150 --out "$OUT/cr" --overwrite --no-progress
 run finetune --init "$OUT/cr/ssl.ckpt" --epochs 15 --batch-size 32 --out "$OUT/ft" --overwrite --no-progress
 run evaluate --checkpoint "$OUT/ft/model.ckpt" --tta --out "$OUT/evaluate" --overwrite
