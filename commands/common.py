@@ -171,7 +171,12 @@ def load_model(checkpoint: str, encoder: str | None = None, image_size: int | No
 
 def require_classifier(loaded: LoadedModel, command: str) -> None:
     if loaded.classifier is None:
-        what = loaded.ckpt["task"] + " (ssl.ckpt)" if loaded.ckpt else loaded.name
+        if loaded.ckpt is None:
+            what = f"{loaded.name} weights, with no classifier head"
+        elif loaded.ckpt["task"] == "segmenter":
+            what = "a segmentation model (use ssl-derm evaluate for its masks)"
+        else:
+            what = f"a {loaded.ckpt['task']} pretraining checkpoint (ssl.ckpt)"
         raise UserError(
             f"{command} needs a fine-tuned classifier (model.ckpt from ssl-derm finetune); {loaded.name} is {what}"
         )

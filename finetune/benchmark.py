@@ -2,6 +2,14 @@
 lesion-grouped split, then tabulate.  Each finished run leaves a
 ``metrics.json``; a re-run skips those, so a long benchmark survives
 interruption.
+
+``target=segmentation`` benchmarks lesion-segmentation U-Nets the same way
+(results.csv columns ``init, label_fraction, seed, fold, recipe, val_dice,
+dice, jaccard, jaccard_thresholded, pixel_accuracy``; the plot shows Dice).
+An init with a U-Net decoder may then be given twice: ``PATH:encoder``
+transfers its encoder only and is named after it (``context_restore``),
+``PATH:decoder`` the decoder too (``context_restore+decoder``); a plain
+``PATH`` follows ``init_decoder``.
 """
 
 from __future__ import annotations
@@ -10,23 +18,93 @@ import dataclasses
 import json
 import re
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
+from ssl_derm.finetune.metrics import SEGMENTATION_METRICS
 from ssl_derm.finetune.report import METRICS, label_efficiency_plot, results_markdown, save_confusion
 from ssl_derm.finetune.train import run_finetune, test_metrics
 
 from ssl_derm.checkpoint import FORMAT_VERSION, init_name, init_seen
 from ssl_derm.config import BenchmarkConfig, FinetuneConfig, save_yaml, select_grid
-from ssl_derm.data.labeled import LabeledData, labeled_from_config, prepare_labeled
+from ssl_derm.data.labeled import LabeledData, labeled_from_config, prepare_labeled, write_splits_with_masks
 from ssl_derm.data.leaks import check_split_by_content, check_unseen
 from ssl_derm.data.splits import make_folds, write_splits
 from ssl_derm.encoders import resolve_encoder_settings
 from ssl_derm.engine import run_dir
+from ssl_derm.errors import UserError
 
 COLUMNS = ["init", "label_fraction", "seed", "fold", "recipe", "val_balanced_accuracy", *METRICS]
+
+
+@dataclass(frozen=True)
+class Kind:
+    """What a benchmark of one target reports."""
+
+    val_key: str  # the validation score in a run's metrics.json
+    val_column: str
+    metrics: tuple[str, ...]
+    title: str
+    plot_metric: str
+    plot_label: str
+
+    @property
+    def columns(self) -> list[str]:
+        return ["init", "label_fraction", "seed", "fold", "recipe", self.val_column, *self.metrics]
+
+
+KINDS = {
+    "classification": Kind(
+        "best_epoch_val_balanced_accuracy",
+        "val_balanced_accuracy",
+        tuple(METRICS),
+        "# Benchmark: test split, balanced accuracy = mean recall",
+        "balanced_accuracy",
+        "balanced accuracy (test)",
+    ),
+    "segmentation": Kind(
+        "best_epoch_val_dice",
+        "val_dice",
+        tuple(SEGMENTATION_METRICS),
+        "# Segmentation benchmark: test split, means over images (Jaccard thresholded at 0.65: ISIC 2018)",
+        "dice",
+        "Dice (test)",
+    ),
+}
+VARIANTS = {":encoder": False, ":decoder": True}
+
+
+def split_variant(entry: str) -> tuple[str, bool | None]:
+    """``PATH:encoder`` -> (PATH, False), ``PATH:decoder`` -> (PATH, True), else (entry, None)."""
+    for suffix, decoder in VARIANTS.items():
+        if entry.endswith(suffix) and not Path(entry).exists():
+            return entry[: -len(suffix)], decoder
+    return entry, None
+
+
+def segmentation_inits(cfg: BenchmarkConfig) -> list[tuple[str, str, dict]]:
+    """(name, init, extra settings) per entry of ``inits`` for a segmentation benchmark."""
+    from ssl_derm.finetune.segmentation import has_decoder
+
+    out: list[tuple[str, str, dict]] = []
+    for entry in cfg.inits:
+        init, decoder = split_variant(entry)
+        name = init_name(init)
+        has = has_decoder(init)
+        if decoder and not has:
+            raise UserError(
+                f"--inits {entry}: {init} has no U-Net decoder to transfer (context-restoration checkpoints "
+                "and segmenters have one); name it without :decoder"
+            )
+        transfer = has and (cfg.init_decoder if decoder is None else decoder)
+        name = f"{name}+decoder" if transfer else name
+        if name in [n for n, _, _ in out]:
+            name = f"{name}:{Path(init).parent.name or Path(init).stem}"
+        out.append((name, init, {"init_decoder": bool(transfer)}))
+    return out
 
 
 def init_names(inits: tuple[str, ...]) -> list[str]:
@@ -43,14 +121,16 @@ def _slug(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.+-]", "_", name)
 
 
-def write_reports(rows: list[dict], out: Path, names: list[str]) -> pd.DataFrame:
-    """results.csv, results.md, label_efficiency.png and confusion matrices from the runs so far."""
-    results = pd.DataFrame(rows)[COLUMNS]
+def write_reports(rows: list[dict], out: Path, names: list[str], kind: Kind | None = None) -> pd.DataFrame:
+    """results.csv, results.md, label_efficiency.png and (classification) confusion matrices
+    from the runs so far."""
+    kind = kind or KINDS["classification"]
+    results = pd.DataFrame(rows)[kind.columns]
     results.to_csv(out / "results.csv", index=False)
-    (out / "results.md").write_text(
-        "# Benchmark: test split, balanced accuracy = mean recall\n\n" + results_markdown(results)
-    )
-    label_efficiency_plot(results, out / "label_efficiency.png")
+    (out / "results.md").write_text(f"{kind.title}\n\n" + results_markdown(results, list(kind.metrics)))
+    label_efficiency_plot(results, out / "label_efficiency.png", kind.plot_metric, kind.plot_label)
+    if kind is not KINDS["classification"]:
+        return results
     for name in names:
         mine = [r for r in rows if r["init"] == name]
         if not mine:
@@ -90,10 +170,23 @@ def score_test(run: Path, lab: LabeledData) -> dict:
     """Score a validation-only run's ``model.ckpt`` on the test split, once; update its metrics.json."""
     from ssl_derm.finetune.evaluate import load_classifier
 
-    model, ckpt = load_classifier(run / "model.ckpt")
+    from ssl_derm.checkpoint import load_checkpoint
+
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     metrics = json.loads((run / "metrics.json").read_text())
-    metrics.update(test_metrics(model, lab, ckpt["normalization"], device))
+    ckpt = load_checkpoint(run / "model.ckpt")
+    if ckpt["task"] == "segmenter":
+        from ssl_derm.finetune.segmentation import load_segmenter, score_segmentation
+
+        model, ckpt = load_segmenter(run / "model.ckpt", ckpt)
+        test = lab.rows("test")
+        if ckpt["image_size"] != lab.bank.image_size:  # an init at another size: its own pixels
+            lab = prepare_labeled(None, ckpt["image_size"], splits=run / "splits.csv", masks=True, progress=False)
+            test = lab.rows("test")
+        metrics.update(score_segmentation(model, lab, ckpt["normalization"], device, test)[0])
+    else:
+        model, ckpt = load_classifier(run / "model.ckpt", ckpt)
+        metrics.update(test_metrics(model, lab, ckpt["normalization"], device))
     metrics["split"] = "test"
     (run / "metrics.json").write_text(json.dumps(metrics, indent=2))
     return metrics
@@ -135,6 +228,8 @@ class _Runner:
                     cache_dir=self.cfg.cache_dir,
                     progress=self.cfg.progress,
                     resize=self.cfg.resize,
+                    masks=self.cfg.target == "segmentation",
+                    skip_missing_masks=self.cfg.skip_missing_masks,
                 )
             lab = self.labs[key]
         run_finetune(run_cfg, overwrite=True, lab=lab)
@@ -149,24 +244,36 @@ def run_benchmark(cfg: BenchmarkConfig, overwrite: bool = False, resume: bool = 
     point of ``select_grid`` on seed 0 without scoring test, keeps the point with the best
     validation balanced accuracy, scores that run on test once, and runs the other seeds
     with it."""
-    names = init_names(cfg.inits)
+    kind = KINDS[cfg.target]
+    if cfg.target == "segmentation":
+        entries = segmentation_inits(cfg)
+    else:
+        bad = [i for i in cfg.inits if split_variant(i)[1] is not None]
+        if bad:
+            raise UserError(
+                f"--inits {bad[0]}: :encoder / :decoder choose a decoder transfer, for --target segmentation"
+            )
+        entries = [(n, i, {}) for n, i in zip(init_names(cfg.inits), cfg.inits)]
+    names = [n for n, _, _ in entries]
+    inits = [i for _, i, _ in entries]
     out = run_dir(cfg.out, "benchmark", overwrite, resume=True)
     save_yaml(cfg, out / "config.yaml")
     base = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(FinetuneConfig)}
-    first = resolve_encoder_settings(FinetuneConfig(**{**base, "init": cfg.inits[0]}))
+    first = resolve_encoder_settings(FinetuneConfig(**{**base, "init": inits[0]}))
     lab = labeled_from_config(cfg, first.image_size)
     check_split_by_content(lab)
+    save_split = write_splits_with_masks if cfg.target == "segmentation" else write_splits
     if cfg.folds:
         folds = []
         for k, table in enumerate(make_folds(lab.table, cfg.folds, cfg.seed)):
             fold_lab = LabeledData(table, lab.bank, lab.classes)
             (out / "folds" / f"fold{k}").mkdir(parents=True, exist_ok=True)
-            path = write_splits(table, out / "folds" / f"fold{k}")
+            path = save_split(table, out / "folds" / f"fold{k}")
             folds.append({"name": f"fold{k}", "k": k, "lab": fold_lab, "splits": path, "size": first.image_size})
     else:
-        folds = [{"name": "", "k": 0, "lab": lab, "splits": write_splits(lab.table, out), "size": first.image_size}]
+        folds = [{"name": "", "k": 0, "lab": lab, "splits": save_split(lab.table, out), "size": first.image_size}]
     for fold in folds:  # before any run: a leaky comparison is refused whole, not after hours
-        for init in cfg.inits:
+        for init in dict.fromkeys(inits):
             check_unseen(
                 init_seen(init),
                 fold["lab"],
@@ -180,20 +287,21 @@ def run_benchmark(cfg: BenchmarkConfig, overwrite: bool = False, resume: bool = 
     rows, started = [], time.time()
     # Seed-major order: after each seed the table already compares every init and fraction.
     jobs = [
-        (n, i, f, s, fold)
+        (n, i, f, s, fold, variant)
         for s in range(cfg.seeds)
         for fold in folds
         for f in cfg.label_fractions
-        for n, i in zip(names, cfg.inits)
+        for n, i, variant in entries
     ]
-    for j, (name, init, frac, s, fold) in enumerate(jobs, 1):
+    for j, (name, init, frac, s, fold, variant) in enumerate(jobs, 1):
         root = out / "runs" / _slug(name) / f"fraction{frac:g}"
         if fold["name"]:
             root = root / fold["name"]
         where = f"{name}, label fraction {frac:g}" + (f", {fold['name']}" if fold["name"] else "")
-        recipe, extra = "", {}
+        recipe, extra = "", dict(variant)
         if grid is not None:
-            recipe, extra = _select(runner, grid, root, where, init, frac, fold)
+            recipe, point = _select(runner, grid, root, where, init, frac, fold, variant, kind)
+            extra = {**variant, **point}
         run = root / f"seed{s}"
         if grid is not None and s == 0:
             run = root / "select" / recipe  # the chosen selection run is seed 0's run
@@ -202,34 +310,48 @@ def run_benchmark(cfg: BenchmarkConfig, overwrite: bool = False, resume: bool = 
                 m = score_test(run, fold["lab"])
         else:
             m = runner(f"[{j}/{len(jobs)}] {where}, seed {s}", run, init, frac, s, fold, extra)
-        rows.append(
-            {
-                "init": name,
-                "label_fraction": frac,
-                "seed": s,
-                "fold": fold["k"],
-                "recipe": recipe,
-                "val_balanced_accuracy": m.get("best_epoch_val_balanced_accuracy"),
-                **{c: m[c] for c in METRICS},
-                "confusion_matrix": m["confusion_matrix"],
-            }
-        )
-        results = write_reports(rows, out, names)  # after every run: an interrupted benchmark still reports
-    print(results_markdown(results))
+        row = {
+            "init": name,
+            "label_fraction": frac,
+            "seed": s,
+            "fold": fold["k"],
+            "recipe": recipe,
+            kind.val_column: m.get(kind.val_key),
+            **{c: m[c] for c in kind.metrics},
+        }
+        if "confusion_matrix" in m:
+            row["confusion_matrix"] = m["confusion_matrix"]
+        rows.append(row)
+        results = write_reports(rows, out, names, kind)  # after every run: an interrupted benchmark still reports
+    print(results_markdown(results, list(kind.metrics)))
     print(f"wrote {out / 'results.csv'}, results.md, label_efficiency.png ({time.time() - started:.0f} s)")
     return results
 
 
-def _select(runner: _Runner, grid: list[dict], root: Path, where: str, init: str, frac: float, fold) -> tuple:
-    """Every grid point on seed 0 with test unscored; the best validation balanced accuracy wins
-    (ties: the earlier point). Recorded in ``root/selection.json``."""
+def _select(
+    runner: _Runner,
+    grid: list[dict],
+    root: Path,
+    where: str,
+    init: str,
+    frac: float,
+    fold,
+    variant: dict | None = None,
+    kind: Kind | None = None,
+) -> tuple:
+    """Every grid point on seed 0 with test unscored; the best validation score (balanced
+    accuracy, or Dice for segmentation) wins (ties: the earlier point). Recorded in
+    ``root/selection.json``."""
+    kind = kind or KINDS["classification"]
     scores = []
     for n, point in enumerate(grid, 1):
         slug = _slug_recipe(point)
         label = f"select {n}/{len(grid)} {where}: {slug}"
-        m = runner(label, root / "select" / slug, init, frac, 0, fold, {**point, "score_test": False})
-        scores.append((m["best_epoch_val_balanced_accuracy"] or 0.0, -n, slug, point))
+        m = runner(
+            label, root / "select" / slug, init, frac, 0, fold, {**(variant or {}), **point, "score_test": False}
+        )
+        scores.append((m[kind.val_key] or 0.0, -n, slug, point))
     best = max(scores)
-    table = [{"recipe": slug, "val_balanced_accuracy": score} for score, _, slug, _ in scores]
+    table = [{"recipe": slug, kind.val_column: score} for score, _, slug, _ in scores]
     (root / "selection.json").write_text(json.dumps({"chosen": best[2], "on": "validation", "grid": table}, indent=2))
     return best[2], best[3]

@@ -1,4 +1,5 @@
-"""``ssl-derm evaluate``: metrics and per-image predictions of a ``model.ckpt``."""
+"""``ssl-derm evaluate``: metrics and per-image predictions of a ``model.ckpt`` (a
+classifier's, or a segmenter's: ``finetune/segmentation.py`` writes its predicted masks)."""
 
 from __future__ import annotations
 
@@ -22,8 +23,8 @@ from ssl_derm.engine import run_dir
 from ssl_derm.errors import UserError
 
 
-def load_classifier(path: str | Path) -> tuple[Classifier, dict]:
-    ckpt = load_checkpoint(path)
+def load_classifier(path: str | Path, ckpt: dict | None = None) -> tuple[Classifier, dict]:
+    ckpt = ckpt if ckpt is not None else load_checkpoint(path)
     if ckpt["task"] != "classifier" or "head_state_dict" not in ckpt:
         raise UserError(f"{path}: a {ckpt['task']!r} checkpoint, not a fine-tuned classifier (model.ckpt)")
     model = Classifier(
@@ -65,8 +66,16 @@ def run_evaluate(
     overwrite: bool = False,
     cache_dir: str | None = None,
     tta: bool = False,
+    skip_missing_masks: bool = False,
 ) -> dict:
-    model, ckpt = load_classifier(checkpoint)
+    ckpt = load_checkpoint(checkpoint)
+    if ckpt["task"] == "segmenter":
+        from ssl_derm.finetune.segmentation import evaluate_segmentation
+
+        return evaluate_segmentation(
+            checkpoint, ckpt, data, out, split, splits, overwrite, cache_dir, tta, skip_missing_masks
+        )
+    model, ckpt = load_classifier(checkpoint, ckpt)
     classes = list(ckpt["class_names"])
     cfg = ckpt["config"]
     lab = prepare_labeled(

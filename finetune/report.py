@@ -52,23 +52,25 @@ def save_confusion(cm: dict, path: Path, title: str) -> None:
     plt.close(fig)
 
 
-def results_markdown(results: pd.DataFrame) -> str:
-    """Mean +- std per init and label fraction; the best mean per column in bold."""
+def results_markdown(results: pd.DataFrame, metrics: list[str] | None = None) -> str:
+    """Mean +- std per init and label fraction; the best mean per column in bold.
+    ``metrics``: the columns (default: the classification ``METRICS``)."""
+    metrics = list(metrics or METRICS)
     g = results.groupby(["label_fraction", "init"], sort=True)
-    mean, std, n = g[METRICS].mean(), g[METRICS].std().fillna(0.0), g.size()
+    mean, std, n = g[metrics].mean(), g[metrics].std().fillna(0.0), g.size()
     lines = []
     for frac in sorted(results["label_fraction"].unique()):
         m, s = mean.loc[frac], std.loc[frac]
         lines += [
             f"### label fraction {frac:g}",
             "",
-            "| init | runs | " + " | ".join(METRICS) + " |",
-            "|---|---|" + "---|" * len(METRICS),
+            "| init | runs | " + " | ".join(metrics) + " |",
+            "|---|---|" + "---|" * len(metrics),
         ]
-        best = {c: m[c].max() for c in METRICS}
+        best = {c: m[c].max() for c in metrics}
         for init in m.index:
             cells = []
-            for c in METRICS:
+            for c in metrics:
                 if pd.isna(m.loc[init, c]):
                     cells.append("n/a")
                     continue
@@ -79,15 +81,17 @@ def results_markdown(results: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
-def label_efficiency_plot(results: pd.DataFrame, path: Path) -> None:
+def label_efficiency_plot(
+    results: pd.DataFrame, path: Path, metric: str = "balanced_accuracy", ylabel: str = "balanced accuracy (test)"
+) -> None:
     fig, ax = plt.subplots(figsize=(6, 4))
     for init, rows in results.groupby("init"):
-        g = rows.groupby("label_fraction")["balanced_accuracy"]
+        g = rows.groupby("label_fraction")[metric]
         x, m, s = g.mean().index.to_numpy(), g.mean().to_numpy(), g.std().fillna(0).to_numpy()
         ax.errorbar(x, m, yerr=s, marker="o", capsize=3, label=init)
     ax.set_xscale("log")
     ax.set_xlabel("fraction of training labels")
-    ax.set_ylabel("balanced accuracy (test)")
+    ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()

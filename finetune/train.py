@@ -1,4 +1,5 @@
-"""``ssl-derm finetune``: focal-loss classifier on an encoder from ``--init``."""
+"""``ssl-derm finetune``: focal-loss classifier on an encoder from ``--init``, or with
+``target=segmentation`` a lesion-segmentation U-Net (``finetune/segmentation.py``)."""
 
 from __future__ import annotations
 
@@ -269,6 +270,10 @@ def run_finetune(
     cfg: FinetuneConfig, overwrite: bool = False, resume: bool = False, lab: LabeledData | None = None
 ) -> dict:
     """Fine-tune; return the test metrics (also in ``OUT/metrics.json``)."""
+    if cfg.target == "segmentation":
+        from ssl_derm.finetune.segmentation import run_segmentation
+
+        return run_segmentation(cfg, overwrite, resume, lab)
     run = build_finetune(cfg, overwrite, resume, lab)
     trainer, best = fit_finetune(run, resume)
     if not trainer.is_global_zero:

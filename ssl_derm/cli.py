@@ -18,6 +18,7 @@ typical session (defaults use the bundled 316-image HAM10000 sample):
   ssl-derm data inspect ../shared/data/ham10000
   ssl-derm pretrain --task context_restore --out runs/cr
   ssl-derm finetune --init runs/cr/ssl.ckpt --out runs/ft
+  ssl-derm finetune --target segmentation --init runs/cr/ssl.ckpt --out runs/seg
   ssl-derm evaluate --checkpoint runs/ft/model.ckpt --out runs/ev
   ssl-derm benchmark --inits random,imagenet,runs/cr/ssl.ckpt --out runs/bench
   ssl-derm predict --checkpoint runs/ft/model.ckpt --data new_images.zip --out runs/pred
@@ -136,6 +137,33 @@ def _finetune_flags(p: argparse.ArgumentParser) -> None:
         default=None,
         help="train the head only (encoder frozen throughout)",
     )
+    s = p.add_argument_group(
+        "lesion segmentation (--target segmentation)",
+        "A U-Net whose encoder comes from --init and, from a context-restoration checkpoint,\n"
+        "whose decoder too; Dice + BCE on lesion masks (HAM10000: masks/<image_id>_segmentation.png;\n"
+        "CSV: a mask column), early-stopped on validation Dice. Focal loss, class weights and dropout\n"
+        "do not apply; mixup, cutmix, two-stage, logit adjustment and the balanced sampler are refused.",
+    )
+    s.add_argument(
+        "--target",
+        choices=["classification", "segmentation"],
+        help="what to fine-tune for (default classification)",
+    )
+    s.add_argument(
+        "--init-decoder",
+        dest="init_decoder",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="start the U-Net decoder from the --init checkpoint's restored decoder when it has one "
+        "(default on; --no-init-decoder trains it from scratch, to compare)",
+    )
+    s.add_argument(
+        "--skip-missing-masks",
+        dest="skip_missing_masks",
+        action="store_true",
+        default=None,
+        help="leave out (and count) images whose mask is missing or unreadable, instead of stopping",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -190,15 +218,28 @@ def build_parser() -> argparse.ArgumentParser:
 
     ft = sub.add_parser(
         "finetune",
-        help="train a focal-loss classifier on a (pretrained) encoder",
-        description="Attach pooling + dropout + linear head to the encoder from --init and "
-        "fine-tune with focal loss. Writes OUT/model.ckpt, metrics.json (test split), splits.csv.",
+        help="train a focal-loss classifier (or a lesion-segmentation U-Net) on a (pretrained) encoder",
+        description="Attach pooling + dropout + linear head to the encoder from --init and fine-tune\n"
+        "with focal loss; or, with --target segmentation, a U-Net trained on lesion masks.\n"
+        "Writes OUT/model.ckpt, metrics.json (test split), splits.csv.",
+        epilog="examples:\n  ssl-derm finetune --init runs/cr/ssl.ckpt --data ../shared/data/ham10000 --out runs/ft\n"
+        "  ssl-derm finetune --target segmentation --init runs/cr/ssl.ckpt --data ../shared/data/ham10000 "
+        "--out runs/seg\n  ssl-derm finetune --target segmentation --init runs/cr/ssl.ckpt --no-init-decoder "
+        "--out runs/seg-enc",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     ft.add_argument("--init", help="imagenet (default), random, or PATH/ssl.ckpt")
     _engine_flags(ft, "labelled source (default: bundled sample)")
     _finetune_flags(ft)
 
-    ev = sub.add_parser("evaluate", help="metrics and predictions of a fine-tuned model on a source")
+    ev = sub.add_parser(
+        "evaluate",
+        help="metrics and predictions of a fine-tuned model on a source",
+        description="Score a model.ckpt on a labelled source. A classifier: OUT/metrics.json and "
+        "predictions.csv (probabilities per class). A segmenter (finetune --target segmentation): "
+        "OUT/metrics.json (Dice, Jaccard, Jaccard thresholded at 0.65, pixel accuracy; mean and per "
+        "image), predictions.csv and the predicted masks as OUT/masks/<image>.png (0/255, working size).",
+    )
     ev.add_argument("--checkpoint", required=True, help="model.ckpt written by finetune")
     ev.add_argument("--data", help="labelled source (default: bundled sample)")
     ev.add_argument("--out", help="output folder (default runs/evaluate-<timestamp>)")
@@ -212,16 +253,34 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ev.add_argument("--splits", help="take train/val/test from this splits.csv instead")
     ev.add_argument("--tta", action="store_true", help="average over the 8 flips and 90-degree rotations")
+    ev.add_argument(
+        "--skip-missing-masks",
+        dest="skip_missing_masks",
+        action="store_true",
+        help="a segmenter: leave out (and count) images whose mask is missing or unreadable",
+    )
     ev.add_argument("--overwrite", action="store_true")
     ev.add_argument("--cache-dir", dest="cache_dir")
 
     bm = sub.add_parser(
         "benchmark",
         help="finetune every init x label fraction x seed on the same splits",
-        description="Compare initialisations on one lesion-grouped split. Writes results.csv, "
-        "results.md, label_efficiency.png, confusion matrices. Finished runs are skipped on re-run.",
+        description="Compare initialisations on one lesion-grouped split. Writes results.csv,\n"
+        "results.md, label_efficiency.png, confusion matrices (classification). Finished runs are\n"
+        "skipped on re-run. --target segmentation compares U-Nets on lesion masks (Dice, Jaccard,\n"
+        "thresholded Jaccard, pixel accuracy; label_efficiency.png plots Dice).",
+        epilog="segmentation inits: a checkpoint with a U-Net decoder (context restoration) may be named\n"
+        "twice: PATH:encoder transfers the encoder only (named e.g. context_restore), PATH:decoder the\n"
+        "encoder and the decoder (context_restore+decoder); a plain PATH follows --init-decoder.\n"
+        "example:\n  ssl-derm benchmark --target segmentation --data ../shared/data/ham10000 --out runs/segbench \\\n"
+        "    --inits random,imagenet,runs/cr/ssl.ckpt:encoder,runs/cr/ssl.ckpt:decoder",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    bm.add_argument("--inits", help="comma list of random, imagenet, checkpoint paths (default random,imagenet)")
+    bm.add_argument(
+        "--inits",
+        help="comma list of random, imagenet, checkpoint paths (default random,imagenet); "
+        "segmentation: PATH:encoder / PATH:decoder choose the decoder transfer per init",
+    )
     bm.add_argument("--seeds", type=int, help="seeds per init and fraction (default 2)")
     bm.add_argument("--label-fractions", dest="label_fractions", help="comma list in (0,1] (default 0.1,1.0)")
     bm.add_argument(
@@ -384,7 +443,15 @@ def _dispatch(args: argparse.Namespace) -> int:
         from ssl_derm.finetune.evaluate import run_evaluate
 
         run_evaluate(
-            args.checkpoint, args.data, args.out, args.split, args.splits, args.overwrite, args.cache_dir, args.tta
+            args.checkpoint,
+            args.data,
+            args.out,
+            args.split,
+            args.splits,
+            args.overwrite,
+            args.cache_dir,
+            args.tta,
+            skip_missing_masks=args.skip_missing_masks,
         )
         return 0
     if args.command == "predict":

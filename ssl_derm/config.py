@@ -128,6 +128,9 @@ def settings_from_section(cls: type, values: Any) -> Any:
     return cls(**kwargs)
 
 
+TARGETS = ("classification", "segmentation")
+
+
 @dataclass(frozen=True)
 class FinetuneConfig(EngineConfig):
     """``ssl-derm finetune``: a focal-loss classifier on a (pretrained) encoder."""
@@ -155,9 +158,23 @@ class FinetuneConfig(EngineConfig):
     two_stage: bool = False  # first two_stage_class vs the rest, then the other classes among the rest
     two_stage_class: str = "nv"
     score_test: bool = True  # false: validation only (the benchmark's recipe selection scores test later, once)
+    # segmentation: a U-Net (encoder from init; decoder too from a context-restoration checkpoint
+    # when init_decoder) trained on lesion masks with Dice + BCE; selected on validation Dice
+    target: str = "classification"  # classification or segmentation
+    init_decoder: bool = True  # segmentation: start the decoder from the init's U-Net decoder when it has one
+    skip_missing_masks: bool = False  # segmentation: leave out (and count) images without a readable mask
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if self.target not in TARGETS:
+            raise UserError(f"target={self.target!r}: choose {' or '.join(TARGETS)}")
+        if self.target == "segmentation":
+            off = [n for n in ("mixup", "cutmix", "logit_adjust", "two_stage", "balanced_sampler") if getattr(self, n)]
+            if off:
+                raise UserError(
+                    f"{', '.join(off)}: classification recipes, not for target=segmentation "
+                    "(its loss is Dice + BCE on the lesion masks)"
+                )
         _check_fraction(self, "label_fraction")
         if self.class_weights not in ("auto", "none", "balanced", "median"):
             raise UserError(f"class_weights={self.class_weights!r}: choose auto, none, balanced or median")
@@ -367,6 +384,8 @@ DATA_SETTINGS = (
     "label_fraction",
     "image_size",
     "resize",
+    "target",
+    "skip_missing_masks",
 )
 
 

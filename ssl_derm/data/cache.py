@@ -10,6 +10,12 @@ centre square, so the pixels keep their aspect ratio; ``squash`` scales the
 whole frame to S x S, which stretches HAM10000's 4:3 images anisotropically,
 a low-level orientation cue that gives rotation labels away
 (``scripts/shortcut_probe.py``).
+
+Lesion masks (``decode_masks``) go through the same crop as their images,
+with nearest-neighbour sampling, into their own cache entry: uint8 ``{0, 1}``
+``[N, 1, S, S]``.  A mask is first brought to the size of its image as the
+image decoder sees it (HAM10000's masks are smaller than its full-size
+images), so pixel (y, x) of the mask lies on pixel (y, x) of the image.
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ from ssl_derm.data.identity import THUMB, ContentIds, file_sha1, thumbnail
 from ssl_derm.errors import UserError
 
 CACHE_VERSION = 3
+MASK_CACHE_VERSION = 1
 RESIZE_MODES = ("crop", "squash")
 _CHUNK = 256
 
@@ -52,6 +59,7 @@ class Decoded:
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (name, reason)
     sha1: list[str] = field(default_factory=list)  # per member, "" where unreadable
     thumbs: np.ndarray | None = None  # int8 [N, THUMB * THUMB]
+    masks: np.ndarray | None = None  # uint8 {0, 1} [N, 1, S, S] when lesion masks were decoded (decode_masks)
 
     def ids(self) -> ContentIds:
         """Content fingerprints of the valid members, in bank order."""
@@ -59,19 +67,54 @@ class Decoded:
         return ContentIds([self.names[i] for i in keep], [self.sha1[i] for i in keep], np.asarray(self.thumbs)[keep])
 
 
+def _draft(im: Image.Image, size: int) -> None:
+    # JPEG: let the decoder downscale by 2/4/8 for free, to no less than 256 px, so that the
+    # content thumbnail is the same whatever the working size (up to 256)
+    im.draft("RGB", (max(size, 256),) * 2)
+
+
+def _fit(im: Image.Image, size: int, resize: str, resample) -> Image.Image:
+    """The one crop of images and masks: ``crop`` = short side to ``size``, centre square."""
+    if resize == "crop":
+        return ImageOps.fit(im, (size, size), resample, centering=(0.5, 0.5))
+    return im.resize((size, size), resample)
+
+
 def decode_image(data: bytes, size: int, resize: str = "crop") -> tuple[np.ndarray, np.ndarray]:
     """Bytes of one image file -> uint8 ``[3, size, size]`` (RGB, bilinear, antialiased)
     and its int8 content thumbnail."""
     with Image.open(io.BytesIO(data)) as im:
-        # JPEG: let the decoder downscale by 2/4/8 for free, to no less than 256 px, so that the
-        # content thumbnail is the same whatever the working size (up to 256)
-        im.draft("RGB", (max(size, 256),) * 2)
+        _draft(im, size)
         rgb = im.convert("RGB")
-    if resize == "crop":
-        out = ImageOps.fit(rgb, (size, size), Image.BILINEAR, centering=(0.5, 0.5))
-    else:
-        out = rgb.resize((size, size), Image.BILINEAR)
+    out = _fit(rgb, size, resize, Image.BILINEAR)
     return np.asarray(out).transpose(2, 0, 1), thumbnail(rgb)
+
+
+def decoded_size(path: str | Path, size: int) -> tuple[int, int] | None:
+    """(width, height) of image file ``path`` as ``decode_image`` sees it before the crop
+    (after the JPEG draft); read from the header, no pixels decoded. None if unreadable."""
+    try:
+        with Image.open(path) as im:
+            _draft(im, size)
+            return im.size
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
+        return None
+
+
+def decode_mask(data: bytes, size: int, resize: str = "crop", image_size: tuple[int, int] | None = None) -> np.ndarray:
+    """Bytes of one lesion mask (0 skin, 255 lesion; grey levels >= 128 count as lesion) ->
+    uint8 ``{0, 1}`` ``[1, size, size]``, cropped as ``decode_image`` crops its image.
+
+    ``image_size`` (width, height) is the image's as the decoder sees it (``decoded_size``):
+    a mask of another size is first resized to it (nearest neighbour), then both take the
+    same crop. Palette masks are read through their palette (some HAM10000 masks are
+    palette PNGs whose index 0 is white)."""
+    with Image.open(io.BytesIO(data)) as im:
+        m = im.convert("L")
+    if image_size is not None and tuple(image_size) != m.size:
+        m = m.resize(tuple(image_size), Image.NEAREST)
+    out = _fit(m, size, resize, Image.NEAREST)
+    return (np.asarray(out) >= 128).astype(np.uint8)[None]
 
 
 def _decode_or_reason(item: tuple[str, bytes | None], size: int, resize: str) -> tuple | str:
@@ -161,3 +204,86 @@ def decode_source(
     if skipped:
         warnings.warn(f"{source.label}: skipped {len(skipped)} of {len(source)} files", stacklevel=2)
     return Decoded(source.label, source.names, np.load(npy, mmap_mode="r"), ok, skipped, sha1, thumbs)
+
+
+@dataclass
+class DecodedMasks:
+    """Masks of one table of images: ``masks[i]`` is valid where ``ok[i]``; ``problems`` are
+    ``(mask path, reason)`` of the others (``missing`` when there is no mask file)."""
+
+    masks: np.ndarray  # uint8 {0, 1} [N, 1, S, S], possibly a read-only memmap
+    ok: np.ndarray  # bool [N]
+    problems: list[tuple[str, str]]
+
+
+def _mask_or_reason(item: tuple[str, str], size: int, resize: str) -> np.ndarray | str:
+    mask_path, image_path = item
+    if not mask_path:
+        return "no mask given"
+    try:
+        data = Path(mask_path).read_bytes()
+    except FileNotFoundError:
+        return "missing"
+    except OSError as e:
+        return f"unreadable ({type(e).__name__})"
+    if not data:
+        return "empty file"
+    try:
+        return decode_mask(data, size, resize, decoded_size(image_path, size))
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
+        return f"cannot decode ({type(e).__name__}: {str(e)[:60]})"
+
+
+def decode_masks(
+    masks: list[str],
+    images: list[str],
+    size: int,
+    cache_dir: str | Path | None = None,
+    progress: bool = True,
+    resize: str = "crop",
+    threads: int | None = None,
+) -> DecodedMasks:
+    """Decode the lesion mask ``masks[i]`` of image ``images[i]`` (file paths; ``""`` = none)
+    at ``size`` px through the cache (its own entry, keyed by both files' names, sizes and
+    times, the size and the resize mode). Missing and unreadable masks are reported, not raised."""
+    if len(masks) != len(images):
+        raise ValueError(f"{len(masks)} masks for {len(images)} images")
+    if resize not in RESIZE_MODES:
+        raise UserError(f"resize={resize!r}: choose {' or '.join(RESIZE_MODES)}")
+    cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    h = hashlib.sha1()
+    for m, i in zip(masks, images):
+        for p in (m, i):
+            try:
+                st = os.stat(p) if p else None
+                h.update(f"{p}|{st.st_size}|{st.st_mtime_ns}\n".encode() if st else f"{p}|none\n".encode())
+            except OSError:
+                h.update(f"{p}|missing\n".encode())
+    key = hashlib.sha1(f"masks-v{MASK_CACHE_VERSION}|{h.hexdigest()}|{size}|{resize}".encode()).hexdigest()[:20]
+    npy, meta = cache / f"{key}.masks.npy", cache / f"{key}.masks.json"
+    if npy.is_file() and meta.is_file():
+        arr = np.load(npy, mmap_mode="r")
+        if arr.shape == (len(masks), 1, size, size):
+            info = json.loads(meta.read_text())
+            return DecodedMasks(arr, np.array(info["ok"], bool), [tuple(p) for p in info["problems"]])
+    cache.mkdir(parents=True, exist_ok=True)
+    out = np.zeros((len(masks), 1, size, size), np.uint8)
+    ok = np.zeros(len(masks), bool)
+    problems: list[tuple[str, str]] = []
+    items = list(zip(masks, images))
+    with ThreadPoolExecutor(max_workers=threads or min(8, os.cpu_count() or 1)) as pool:
+        results = pool.map(lambda it: _mask_or_reason(it, size, resize), items)
+        for i, res in enumerate(
+            tqdm(results, total=len(items), desc=f"decoding masks @{size}px", unit="mask", disable=not progress)
+        ):
+            if isinstance(res, str):
+                problems.append((items[i][0] or items[i][1], res))
+            else:
+                out[i], ok[i] = res, True
+    tmp = cache / f"{key}.{os.getpid()}.tmp.masks.npy"
+    np.save(tmp, out)
+    os.replace(tmp, npy)
+    meta_tmp = cache / f"{key}.{os.getpid()}.tmp.masks.json"
+    meta_tmp.write_text(json.dumps({"ok": ok.tolist(), "problems": problems}))
+    os.replace(meta_tmp, meta)
+    return DecodedMasks(np.load(npy, mmap_mode="r"), ok, problems)

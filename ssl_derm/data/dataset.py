@@ -50,14 +50,39 @@ class ImageBank:
             out[sel[order]] = self.parts[p].pixels[local[order]]
         return torch.from_numpy(out)
 
+    @property
+    def has_masks(self) -> bool:
+        return all(p.masks is not None for p in self.parts)
+
+    def gather_masks(self, idx: np.ndarray) -> torch.Tensor:
+        """uint8 ``{0, 1}`` ``[len(idx), 1, S, S]`` lesion masks of bank indices ``idx``, aligned
+        with ``gather(idx)`` (a row whose mask could not be read is all zero: drop it first)."""
+        if not self.has_masks:
+            raise ValueError("this bank holds no lesion masks (prepare_labeled(..., masks=True))")
+        idx = np.asarray(idx, dtype=np.int64)
+        s = self.image_size
+        out = np.empty((len(idx), 1, s, s), np.uint8)
+        for p in np.unique(self.part[idx]):
+            sel = np.flatnonzero(self.part[idx] == p)
+            local = self.local[idx[sel]]
+            order = np.argsort(local)
+            out[sel[order]] = self.parts[p].masks[local[order]]
+        return torch.from_numpy(out)
+
 
 class BankDataset(Dataset):
-    """Map-style view of ``bank`` rows ``indices`` with optional integer labels."""
+    """Map-style view of ``bank`` rows ``indices`` with optional integer labels, or with
+    ``masks=True`` their lesion masks: items are ``(images, masks)`` then."""
 
-    def __init__(self, bank: ImageBank, indices: np.ndarray, labels: np.ndarray | None = None) -> None:
+    def __init__(
+        self, bank: ImageBank, indices: np.ndarray, labels: np.ndarray | None = None, masks: bool = False
+    ) -> None:
         self.bank = bank
         self.indices = np.asarray(indices, dtype=np.int64)
         self.labels = None if labels is None else torch.tensor(np.asarray(labels), dtype=torch.long)
+        if masks and labels is not None:
+            raise ValueError("BankDataset: labels or masks, not both")
+        self.masks = masks
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -66,7 +91,10 @@ class BankDataset(Dataset):
         return self.__getitems__([i])
 
     def __getitems__(self, items: list[int]):
-        images = self.bank.gather(self.indices[np.asarray(items)])
+        idx = self.indices[np.asarray(items)]
+        images = self.bank.gather(idx)
+        if self.masks:
+            return images, self.bank.gather_masks(idx)
         if self.labels is None:
             return images
         return images, self.labels[torch.as_tensor(items)]

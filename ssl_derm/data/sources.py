@@ -6,8 +6,14 @@ when the source fixes it, ``split``:
 
 - a HAM10000-style folder: ``HAM10000_metadata.csv`` plus images found by
   ``image_id`` anywhere below it (label = ``dx``, group = ``lesion_id``);
-- a CSV file with columns ``image``, ``label`` and optional ``group``, ``split``;
+- a CSV file with columns ``image``, ``label`` and optional ``group``, ``split``,
+  ``mask``;
 - an ImageFolder root: one subfolder per class.
+
+Lesion masks (for ``--target segmentation``) become an optional ``mask`` column
+(absolute path, ``""`` where an image has none): a HAM10000 folder with a
+``masks/`` folder gives ``masks/<image_id>_segmentation.png`` (0 skin, 255
+lesion), a CSV its ``mask`` column (relative to the CSV or absolute).
 """
 
 from __future__ import annotations
@@ -22,6 +28,8 @@ from ssl_derm.errors import UserError
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 HAM_METADATA = "HAM10000_metadata.csv"
 SPLITS = ("train", "val", "test")
+MASK_FOLDER = "masks"
+MASK_SUFFIX = "_segmentation.png"
 
 
 def sample_dir() -> Path:
@@ -84,13 +92,21 @@ def _ham10000(root: Path) -> pd.DataFrame:
             f"{root / HAM_METADATA}: {len(missing)} image_id(s) have no image file below "
             f"{root} (first: {', '.join(missing[:3])})"
         )
-    return pd.DataFrame(
+    table = pd.DataFrame(
         {
             "image": [str(found[i].resolve()) for i in meta["image_id"]],
             "label": meta["dx"],
             "group": meta["lesion_id"],
         }
     )
+    masks = root / MASK_FOLDER
+    if masks.is_dir():
+        present = {p.name for p in masks.iterdir()}
+        table["mask"] = [
+            str((masks / f"{i}{MASK_SUFFIX}").resolve()) if f"{i}{MASK_SUFFIX}" in present else ""
+            for i in meta["image_id"]
+        ]
+    return table
 
 
 def _csv(path: Path) -> pd.DataFrame:
@@ -106,6 +122,8 @@ def _csv(path: Path) -> pd.DataFrame:
         if bad:
             raise UserError(f"{path}: unknown split value(s) {bad[:3]}; use train, val or test")
         table["split"] = raw["split"]
+    if "mask" in raw:  # an empty cell: no mask for that image (an error for segmentation, named there)
+        table["mask"] = [str((base / p).resolve()) if p else "" for p in raw["mask"]]
     _check_exists(table, path)
     return table
 

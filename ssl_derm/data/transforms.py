@@ -59,6 +59,13 @@ class Augment:
     def apply(self, x: torch.Tensor, params: list) -> torch.Tensor:
         return self.seq(x, params=params)
 
+    def apply_pair(self, x: torch.Tensor, mask: torch.Tensor, params: list) -> tuple[torch.Tensor, torch.Tensor]:
+        """``x`` as ``apply`` does, and its ``[B, 1, H, W]`` mask through the same geometric
+        transform (kornia: one set of parameters, nearest-neighbour for the mask, intensity
+        ops such as colour jitter leave it alone). Returns the mask as float {0, 1}."""
+        x, m = self.seq(x, mask.float(), params=params, data_keys=["input", "mask"])
+        return x, (m > 0.5).to(x.dtype)
+
     def __call__(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         return self.apply(x, self.draw(x, generator))
 
@@ -134,3 +141,19 @@ class ImagePipeline(nn.Module):
         if train and self.augment is not None:
             x = self.augment(x, generator)
         return self.normalize(x)
+
+    def pair(
+        self,
+        images: torch.Tensor,
+        masks: torch.Tensor,
+        train: bool = False,
+        generator: torch.Generator | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``forward`` for an image batch and its ``[B, 1, H, W]`` lesion masks (uint8 or float
+        {0, 1}): one draw of the augmentation moves both alike. Returns the normalised
+        channels_last images and float {0, 1} masks."""
+        x = to_float(images)
+        m = masks.float()
+        if train and self.augment is not None:
+            x, m = self.augment.apply_pair(x, m, self.augment.draw(x, generator))
+        return self.normalize(x), m

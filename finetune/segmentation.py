@@ -1,0 +1,616 @@
+"""Lesion segmentation: ``ssl-derm finetune --target segmentation``.
+
+A U-Net (segmentation-models-pytorch) whose encoder comes from ``--init`` and,
+when the init carries a U-Net decoder (a context-restoration ``ssl.ckpt``, a
+multitask one with a context-restoration part, or a segmenter ``model.ckpt``)
+and ``init_decoder`` is on, whose decoder starts from it too (Chen et al.
+2019: context restoration trains the decoder that segmentation needs).  The
+decoder is built with the same settings as context restoration's U-Net
+(smp's defaults), so the restored decoder loads with strict keys; the
+segmentation head (one output channel, lesion logits) is new.
+
+Loss: Dice (smp, binary, from logits) + BCE.  The best epoch is the one with
+the highest mean per-image validation Dice.  ``model.ckpt`` holds the task
+``segmenter``: encoder, decoder and head state dicts, plus the same
+``seen_images`` / ``split_images`` records as a classifier.
+
+Mask conventions: a pixel is lesion where the mask is >= 128 (of 255) or the
+predicted probability is > 0.5; an image whose true and predicted masks are
+both empty scores Dice = Jaccard = 1 (``finetune.metrics.scores_from_counts``).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytorch_lightning as pl
+import segmentation_models_pytorch as smp
+import torch
+from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
+from ssl_derm.finetune.classifier import dihedral, frozen_stages
+from ssl_derm.finetune.metrics import SEGMENTATION_METRICS, mask_counts, scores_from_counts, segmentation_metrics
+from torch import nn
+
+from ssl_derm.checkpoint import FORMAT_VERSION, init_name, init_seen, load_checkpoint, save_checkpoint
+from ssl_derm.config import FinetuneConfig, check_resume_settings, save_yaml, to_dict
+from ssl_derm.data import BankDataset, ImagePipeline, label_fraction, make_loader, train_augment
+from ssl_derm.data.identity import ContentIds
+from ssl_derm.data.labeled import LabeledData, labeled_from_config, write_splits_with_masks
+from ssl_derm.data.leaks import check_split_by_content, check_unseen
+from ssl_derm.encoders import build_encoder, encoder_spec, load_strict, resolve_encoder_settings
+from ssl_derm.engine import (
+    RunFailed,
+    cosine_schedule,
+    make_trainer,
+    pin_memory,
+    resume_path,
+    run_dir,
+    step_generator,
+    stop_on_any_rank,
+)
+from ssl_derm.errors import UserError
+
+BEST = "val/dice"
+TASK = "segmenter"
+PREVIEW = 8  # images in the TensorBoard overlay grid
+
+
+# ---------------------------------------------------------------- the model
+
+
+class Segmenter(nn.Module):
+    """smp U-Net on an ssl-derm encoder: ``forward`` gives ``[B, 1, H, W]`` lesion logits."""
+
+    def __init__(self, encoder_name: str, encoder: nn.Module) -> None:
+        super().__init__()
+        # the same constructor arguments as context restoration's U-Net (pretext/context_restore.py)
+        # but one output channel: its decoder's state dict fits this one's exactly
+        self.unet = smp.Unet(encoder_spec(encoder_name).smp_name, encoder_weights=None, classes=1, activation=None)
+        self.unet.encoder = encoder
+
+    @property
+    def encoder(self) -> nn.Module:
+        return self.unet.encoder
+
+    @property
+    def decoder(self) -> nn.Module:
+        return self.unet.decoder
+
+    @property
+    def segmentation_head(self) -> nn.Module:
+        return self.unet.segmentation_head
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.unet(x)
+
+
+def init_decoder_state(ckpt: dict) -> dict | None:
+    """The U-Net decoder a checkpoint carries: context restoration's (also as a multitask
+    part) or a segmenter's; None when it has none."""
+    if "decoder_state_dict" in ckpt:
+        return ckpt["decoder_state_dict"]
+    parts = [p["decoder_state_dict"] for p in (ckpt.get("parts") or {}).values() if "decoder_state_dict" in p]
+    return parts[0] if len(parts) == 1 else None
+
+
+def has_decoder(init: str) -> bool:
+    """Whether ``init`` (random, imagenet or a checkpoint) carries a U-Net decoder."""
+    if init in ("random", "imagenet"):
+        return False
+    return init_decoder_state(load_checkpoint(init)) is not None
+
+
+def build_segmenter(encoder_name: str, init: str, init_decoder: bool = True) -> tuple[Segmenter, str | None]:
+    """A ``Segmenter`` with its encoder from ``init``; its decoder too when ``init_decoder``
+    and the init has one (a segmenter's head as well). Returns the model and the path the
+    decoder came from (None: a randomly initialised decoder)."""
+    model = Segmenter(encoder_name, build_encoder(encoder_name, init))
+    if init in ("random", "imagenet") or not init_decoder:
+        return model, None
+    ckpt = load_checkpoint(init)
+    state = init_decoder_state(ckpt)
+    if state is None:
+        return model, None
+    load_strict(model.decoder, state, f"{init} (decoder)")
+    if ckpt.get("task") == TASK and "segmentation_head_state_dict" in ckpt:
+        load_strict(model.segmentation_head, ckpt["segmentation_head_state_dict"], f"{init} (segmentation head)")
+    return model, str(init)
+
+
+def load_segmenter(path: str | Path, ckpt: dict | None = None) -> tuple[Segmenter, dict]:
+    """A fine-tuned segmenter (``model.ckpt`` of ``finetune --target segmentation``), strict keys."""
+    ckpt = ckpt if ckpt is not None else load_checkpoint(path)
+    if ckpt["task"] != TASK or "decoder_state_dict" not in ckpt:
+        raise UserError(f"{path}: a {ckpt['task']!r} checkpoint, not a fine-tuned segmenter")
+    model = Segmenter(ckpt["encoder_name"], build_encoder(ckpt["encoder_name"], "random"))
+    load_strict(model.encoder, ckpt["encoder_state_dict"], f"{path} (encoder)")
+    load_strict(model.decoder, ckpt["decoder_state_dict"], f"{path} (decoder)")
+    load_strict(model.segmentation_head, ckpt["segmentation_head_state_dict"], f"{path} (segmentation head)")
+    return model.eval(), ckpt
+
+
+def _undo_dihedral(views: list[torch.Tensor]) -> list[torch.Tensor]:
+    """Map predictions on ``dihedral(x)`` back onto ``x``'s pixel grid."""
+    out = []
+    for k, v in enumerate(views):
+        if k >= 4:
+            v = v.flip(3)
+        out.append(torch.rot90(v, -(k % 4), dims=(2, 3)))
+    return out
+
+
+@torch.inference_mode()
+def predict_masks(
+    model: nn.Module, images, pipeline: ImagePipeline, device, batch_size: int = 64, tta: bool = False
+) -> np.ndarray:
+    """Lesion probabilities float32 ``[N, S, S]`` for uint8 ``images``, in eval mode.
+    ``tta``: the mean over the 8 flips and 90-degree rotations, each mapped back."""
+    model.eval().to(device, memory_format=torch.channels_last)
+    pipeline = pipeline.to(device)
+    out = []
+    for i in range(0, len(images), batch_size):
+        x = pipeline(images[i : i + batch_size].to(device))
+        views = dihedral(x) if tta else [x]
+        probs = [torch.sigmoid(model(v.contiguous(memory_format=torch.channels_last)).float()) for v in views]
+        if tta:
+            probs = _undo_dihedral(probs)
+        out.append((sum(probs) / len(probs))[:, 0].cpu())
+    s = int(images.shape[-1]) if len(images) else 0
+    return torch.cat(out).numpy() if out else np.zeros((0, s, s), np.float32)
+
+
+# ---------------------------------------------------------------- pictures
+
+
+def overlay_grid(images: torch.Tensor, masks: torch.Tensor, probs: torch.Tensor) -> torch.Tensor:
+    """``[3, H', W']`` in [0, 1]: one row per image: the image | its true mask in green |
+    the predicted mask (probability > 0.5) in red. ``images`` float [0, 1] ``[B, 3, S, S]``,
+    ``masks`` and ``probs`` ``[B, 1, S, S]``."""
+    from torchvision.utils import make_grid
+
+    images = images.float().cpu().clamp(0, 1)
+    green = torch.tensor([0.0, 1.0, 0.0]).view(1, 3, 1, 1)
+    red = torch.tensor([1.0, 0.0, 0.0]).view(1, 3, 1, 1)
+
+    def tint(mask, colour):
+        m = mask.float().cpu()
+        return images * (1 - 0.45 * m) + colour * 0.45 * m
+
+    tiles = torch.stack([images, tint(masks, green), tint(probs > 0.5, red)], 1).flatten(0, 1)
+    return make_grid(tiles, nrow=3, padding=2, pad_value=1.0)
+
+
+def log_overlays(logger, tag: str, images, masks, probs, step: int) -> None:
+    writer = getattr(logger, "experiment", None)
+    if writer is not None and hasattr(writer, "add_image"):
+        writer.add_image(tag, overlay_grid(images, masks, probs), step)
+
+
+# ---------------------------------------------------------------- training
+
+
+class SegmentationModule(pl.LightningModule):
+    """Dice + BCE on lesion masks; one augmentation draw moves image and mask alike."""
+
+    def __init__(self, model: Segmenter, cfg, normalization: dict, steps_per_epoch: int) -> None:
+        super().__init__()
+        self.model = model
+        self.cfg = cfg
+        self.pipeline = ImagePipeline(normalization, train_augment(cfg.image_size) if cfg.augment else None)
+        self.dice_loss = smp.losses.DiceLoss(mode="binary", from_logits=True)
+        self.bce = nn.BCEWithLogitsLoss()
+        self.steps_per_epoch = steps_per_epoch
+        self._val: list[torch.Tensor] = []
+        self._preview: tuple | None = None
+        if cfg.linear_probe:  # the encoder stays frozen; decoder and head train
+            self.model.encoder.requires_grad_(False)
+        self.frozen = frozen_stages(self.model.encoder, cfg.freeze_blocks)
+        for m in self.frozen:
+            m.requires_grad_(False)
+        self.ema = None
+        if cfg.ema > 0:
+            from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+            self.ema = AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema), use_buffers=True)
+            self.ema.requires_grad_(False)
+
+    def eval_model(self) -> nn.Module:
+        return self.ema.module if self.ema is not None else self.model
+
+    def export_model(self) -> Segmenter:
+        import copy
+
+        return copy.deepcopy(self.eval_model()).cpu()
+
+    def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
+        if self.ema is not None:
+            self.ema.update_parameters(self.model)
+
+    def on_after_batch_transfer(self, batch, dataloader_idx: int):
+        images, masks = batch
+        training = self.trainer is not None and self.trainer.training
+        # the augmentation's draws from (seed, rank, step): a resumed run augments alike
+        gen = step_generator(self.cfg.seed, 13, self.global_rank, self.global_step) if training else None
+        return self.pipeline.pair(images, masks, train=training, generator=gen)
+
+    def encoder_frozen(self) -> bool:
+        return self.cfg.linear_probe or self.current_epoch < self.cfg.freeze_epochs
+
+    def on_train_epoch_start(self) -> None:
+        frozen = self.encoder_frozen()
+        self.model.encoder.requires_grad_(not frozen)
+        self.model.encoder.train(not frozen)
+        if self.cfg.freeze_bn:
+            for m in self.model.encoder.modules():
+                if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                    m.eval()
+        for m in self.frozen:
+            m.requires_grad_(False)
+            m.eval()
+
+    def losses(self, logits: torch.Tensor, masks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        logits = logits.float()
+        return self.dice_loss(logits, masks), self.bce(logits, masks)
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        dice, bce = self.losses(self.model(x), y)
+        loss = dice + bce
+        if stop_on_any_rank(self, not torch.isfinite(loss).item()):
+            raise RunFailed(
+                f"non-finite training loss at step {self.global_step}; lower --lr (the last good checkpoint is kept)"
+            )
+        self.log("train/loss", loss, prog_bar=True)
+        self.log("train/dice_loss", dice)
+        self.log("train/bce", bce)
+        return loss
+
+    def validation_step(self, batch, batch_idx):
+        x, y = batch
+        logits = self.eval_model()(x)
+        dice, bce = self.losses(logits, y)
+        self.log("val/loss", dice + bce, sync_dist=True, batch_size=len(y))
+        probs = torch.sigmoid(logits.float())
+        self._val.append(torch.as_tensor(mask_counts(probs > 0.5, y > 0.5), device=self.device))
+        if batch_idx == 0:
+            n = min(PREVIEW, len(x))
+            self._preview = (self.pipeline.denormalize(x[:n]).cpu(), y[:n].cpu(), probs[:n].cpu())
+
+    def on_validation_epoch_end(self) -> None:
+        if not self._val:
+            return
+        counts = torch.cat(self._val)
+        self._val.clear()
+        if self.trainer.world_size > 1:
+            counts = self.all_gather(counts).flatten(0, 1)
+        scores = scores_from_counts(counts.cpu().numpy())
+        self.log("val/dice", float(scores["dice"].mean()), prog_bar=True)
+        self.log("val/jaccard", float(scores["jaccard"].mean()))
+        self.log("val/jaccard_thresholded", float(scores["jaccard_thresholded"].mean()))
+        self.log("val/pixel_accuracy", float(scores["pixel_accuracy"].mean()))
+        if self._preview is not None and self.trainer.is_global_zero:
+            log_overlays(self.logger, "val/overlays", *self._preview, self.global_step)
+        self._preview = None
+
+    def configure_optimizers(self):
+        # decoder and head at lr (transferred or not: the comparison is about the init alone),
+        # the encoder at encoder_lr
+        head = list(self.model.decoder.parameters()) + list(self.model.segmentation_head.parameters())
+        groups = [{"params": head, "lr": self.cfg.lr}]
+        if not self.cfg.linear_probe:
+            never = {id(p) for m in self.frozen for p in m.parameters()}
+            encoder = [p for p in self.model.encoder.parameters() if id(p) not in never]
+            groups.append({"params": encoder, "lr": self.cfg.encoder_lr})
+        opt = torch.optim.AdamW(groups, weight_decay=self.cfg.weight_decay)
+        return cosine_schedule(opt, self.cfg, self.steps_per_epoch)
+
+
+def check_segmentation_data(lab: LabeledData) -> None:
+    if not lab.bank.has_masks:
+        raise UserError("target=segmentation needs lesion masks; the data were prepared without them")
+    for split, what in (("train", "training"), ("val", "validation"), ("test", "test")):
+        if len(lab.indices(split)) == 0:
+            raise UserError(
+                f"the {what} split holds no image with a lesion mask; give more images or other split_fractions"
+            )
+
+
+@dataclass
+class SegmentationRun:
+    cfg: FinetuneConfig
+    out: Path
+    lab: LabeledData
+    inherited: ContentIds
+    model: Segmenter
+    module: SegmentationModule
+    decoder_from: str | None
+    steps_per_epoch: int
+    batch: int
+
+
+def build_segmentation(
+    cfg: FinetuneConfig, overwrite: bool = False, resume: bool = False, lab: LabeledData | None = None
+) -> SegmentationRun:
+    """Run folder, data with masks (label fraction, leak checks), U-Net and LightningModule."""
+    from ssl_derm.finetune.train import step_budget
+
+    cfg = resolve_encoder_settings(cfg)
+    out = run_dir(cfg.out, "finetune", overwrite, resume)
+    if resume:
+        check_resume_settings(cfg, out / "config.yaml")
+    save_yaml(cfg, out / "config.yaml")
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)
+    if lab is None:
+        lab = labeled_from_config(cfg)
+    if not lab.bank.has_masks:
+        raise UserError("target=segmentation needs lesion masks; the data were prepared without them")
+    lab = LabeledData(label_fraction(lab.table, cfg.label_fraction, cfg.seed), lab.bank, lab.classes)
+    write_splits_with_masks(lab.table, out)
+    check_segmentation_data(lab)
+    check_split_by_content(lab)
+    inherited = init_seen(cfg.init)
+    check_unseen(
+        inherited,
+        lab,
+        f"the --init encoder {cfg.init}",
+        "fine-tune on the split it was pretrained with (--splits <its run folder>/splits.csv)",
+    )
+    model, decoder_from = build_segmenter(cfg.encoder, cfg.init, cfg.init_decoder)
+    if cfg.init_decoder and decoder_from is None and cfg.init not in ("random", "imagenet"):
+        print(f"ssl-derm: note: {cfg.init} has no U-Net decoder; the decoder starts at random", file=sys.stderr)
+    model = model.to(memory_format=torch.channels_last)
+    n_train = len(lab.indices("train"))
+    batch = min(cfg.batch_size, n_train)
+    steps = max(1, n_train // batch)
+    cfg = step_budget(cfg, steps)
+    module = SegmentationModule(model, cfg, encoder_spec(cfg.encoder).normalization, steps)
+    return SegmentationRun(cfg, out, lab, inherited, model, module, decoder_from, steps, batch)
+
+
+def fit_segmentation(run: SegmentationRun, resume: bool = False):
+    """Train with early stopping on validation Dice; the module ends with the best epoch's weights."""
+    cfg, lab = run.cfg, run.lab
+    best = ModelCheckpoint(
+        dirpath=run.out / "checkpoints",
+        filename="best",
+        monitor=BEST,
+        mode="max",
+        save_top_k=1,
+        save_last=False,
+        enable_version_counter=False,
+    )
+    stop = EarlyStopping(monitor=BEST, mode="max", patience=cfg.patience, check_finite=False)
+    trainer = make_trainer(
+        cfg,
+        run.out,
+        callbacks=[best, stop],
+        steps_per_epoch=run.steps_per_epoch,
+        find_unused_parameters=cfg.freeze_epochs > 0,
+    )
+    pin = pin_memory(trainer)
+    n_train = len(lab.indices("train"))
+    train_loader = make_loader(
+        BankDataset(lab.bank, lab.indices("train"), masks=True),
+        run.batch,
+        shuffle=True,
+        seed=cfg.seed,
+        drop_last=n_train > run.batch,
+        pin_memory=pin,
+    )
+    val_loader = make_loader(
+        BankDataset(lab.bank, lab.indices("val"), masks=True), 64, shuffle=False, seed=cfg.seed, pin_memory=pin
+    )
+    decoder = f"decoder from {run.decoder_from}" if run.decoder_from else "decoder from scratch"
+    print(
+        f"fine-tuning a U-Net on {cfg.encoder} (init={cfg.init}, {decoder}) for lesion segmentation on "
+        f"{n_train:,} images @ {cfg.image_size}px -> {run.out}"
+    )
+    trainer.fit(run.module, train_loader, val_loader, ckpt_path=resume_path(run.out, resume), weights_only=True)
+    if trainer.is_global_zero and best.best_model_path:
+        state = torch.load(best.best_model_path, map_location="cpu", weights_only=True)["state_dict"]
+        run.module.load_state_dict(state)
+    return trainer, best
+
+
+def run_name(init: str, decoder_from: str | None) -> str:
+    """The init's name (``init_name``), ``+decoder`` when the decoder came from it too."""
+    try:
+        name = init_name(init)
+    except UserError:
+        name = Path(init).stem
+    return f"{name}+decoder" if decoder_from else name
+
+
+def score_segmentation(model: nn.Module, lab: LabeledData, normalization: dict, device, rows=None) -> tuple:
+    """Metrics of ``model`` on the test split (or on table ``rows``) and the probabilities."""
+    rows = lab.rows("test") if rows is None else rows
+    idx = rows["row"].to_numpy()
+    probs = predict_masks(model, lab.bank.gather(idx), ImagePipeline(normalization), device)
+    masks = lab.bank.gather_masks(idx)[:, 0].numpy()
+    names = [Path(p).name for p in rows["image"]]
+    return segmentation_metrics(probs, masks, names), probs
+
+
+def export_segmentation(run: SegmentationRun, trainer, best) -> dict:
+    """Score the test split once; write metrics.json, test overlays and model.ckpt."""
+    from ssl_derm.finetune.train import split_images, table_sha1
+
+    cfg, lab = run.cfg, run.lab
+    model = run.module.export_model()
+    name = run_name(cfg.init, run.decoder_from)
+    normalization = encoder_spec(cfg.encoder).normalization
+    metrics: dict = {}
+    if cfg.score_test:
+        metrics, probs = score_segmentation(model, lab, normalization, trainer.strategy.root_device)
+        n = min(PREVIEW, len(probs))
+        idx = lab.indices("test")[:n]
+        log_overlays(
+            trainer.logger,
+            "test/overlays",
+            lab.bank.gather(idx).float() / 255,
+            lab.bank.gather_masks(idx),
+            torch.from_numpy(probs[:n])[:, None],
+            trainer.global_step,
+        )
+    metrics.update(
+        {
+            "target": "segmentation",
+            "split": "test" if cfg.score_test else "val only (test not scored)",
+            "init": cfg.init,
+            "init_name": name,
+            "decoder_init": run.decoder_from,
+            "label_fraction": cfg.label_fraction,
+            "seed": cfg.seed,
+            "splits_sha1": table_sha1(lab.table),
+            "format_version": FORMAT_VERSION,
+            "best_epoch_val_dice": float(best.best_model_score) if best.best_model_score is not None else None,
+        }
+    )
+    (run.out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    save_checkpoint(
+        run.out / "model.ckpt",
+        encoder_name=cfg.encoder,
+        encoder_state_dict=model.encoder.state_dict(),
+        image_size=cfg.image_size,
+        normalization=normalization,
+        task=TASK,
+        config=to_dict(cfg),
+        decoder_state_dict={k: v.detach().cpu().clone() for k, v in model.decoder.state_dict().items()},
+        segmentation_head_state_dict={
+            k: v.detach().cpu().clone() for k, v in model.segmentation_head.state_dict().items()
+        },
+        decoder_init=run.decoder_from,
+        init_chain=name,
+        seen_images=ContentIds.concat([run.inherited, lab.bank.ids(lab.indices("train"))]).to_state(),
+        split_images=split_images(lab),
+    )
+    if cfg.score_test:
+        print(
+            f"test: Dice {metrics['dice']:.3f}, Jaccard {metrics['jaccard']:.3f} (thresholded at 0.65: "
+            f"{metrics['jaccard_thresholded']:.3f}), pixel accuracy {metrics['pixel_accuracy']:.3f} "
+            f"({metrics['n_images']} images)"
+        )
+    else:
+        print(f"validation Dice {metrics['best_epoch_val_dice']:.3f} (test not scored)")
+    print(f"wrote {run.out / 'model.ckpt'} and {run.out / 'metrics.json'}")
+    return metrics
+
+
+def run_segmentation(
+    cfg: FinetuneConfig, overwrite: bool = False, resume: bool = False, lab: LabeledData | None = None
+) -> dict:
+    """Fine-tune a U-Net for lesion segmentation; return the test metrics (also in ``OUT/metrics.json``)."""
+    run = build_segmentation(cfg, overwrite, resume, lab)
+    trainer, best = fit_segmentation(run, resume)
+    if not trainer.is_global_zero:
+        return {}
+    return export_segmentation(run, trainer, best)
+
+
+# ---------------------------------------------------------------- evaluation
+
+
+def safe_stem(text: str, taken: set[str], limit: int = 80) -> str:
+    """A file name stem from ``text`` (an image's name): [A-Za-z0-9_.-] only, never ``.``
+    or ``..``, made unique among ``taken`` (which it joins)."""
+    stem = re.sub(r"[^A-Za-z0-9_.-]", "_", Path(text).stem)[:limit].strip(".") or "_"
+    name, k = stem, 2
+    while name in taken:
+        name, k = f"{stem}-{k}", k + 1
+    taken.add(name)
+    return name
+
+
+def evaluate_segmentation(
+    checkpoint: str,
+    ckpt: dict,
+    data: str | None,
+    out: str | None,
+    split: str = "test",
+    splits: str | None = None,
+    overwrite: bool = False,
+    cache_dir: str | None = None,
+    tta: bool = False,
+    skip_missing_masks: bool = False,
+) -> dict:
+    """``evaluate`` for a segmenter: metrics.json (mean and per-image), predictions.csv and
+    the predicted masks as ``masks/<image>.png`` (0/255, at the model's working size)."""
+    from PIL import Image
+    from ssl_derm.finetune.evaluate import rows_to_score
+
+    from ssl_derm.data.labeled import prepare_labeled
+    from ssl_derm.data.leaks import check_unseen_ids
+
+    model, ckpt = load_segmenter(checkpoint, ckpt)
+    cfg = ckpt["config"]
+    lab = prepare_labeled(
+        data,
+        ckpt["image_size"],
+        fractions=tuple(cfg.get("split_fractions", (0.7, 0.15, 0.15))),
+        seed=cfg.get("seed", 0),
+        splits=splits,
+        cache_dir=cache_dir,
+        resize=cfg.get("resize", "crop"),
+        masks=True,
+        skip_missing_masks=skip_missing_masks,
+    )
+    rows = rows_to_score(lab, ckpt, split, splits, data)
+    if split != "train":
+        check_unseen_ids(
+            ContentIds.from_state(ckpt["seen_images"]),
+            lab.bank.ids(rows["row"].to_numpy()),
+            f"this model or its pretraining ({checkpoint})",
+            "evaluate on images it never saw: the default --split test uses the split it was trained with",
+            kind=f"--split {split}",
+        )
+    if split == "val" and not splits:
+        print(
+            "ssl-derm: note: the model's validation split chose its best epoch; its score there is optimistic",
+            file=sys.stderr,
+        )
+    folder = run_dir(out, "evaluate", overwrite)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    idx = rows["row"].to_numpy()
+    probs = predict_masks(model, lab.bank.gather(idx), ImagePipeline(ckpt["normalization"]), device, tta=tta)
+    truth = lab.bank.gather_masks(idx)[:, 0].numpy()
+    metrics = segmentation_metrics(probs, truth, [Path(p).name for p in rows["image"]])
+    metrics.update({"target": "segmentation", "split": split, "checkpoint": str(checkpoint), "tta": tta})
+    (folder / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    mask_dir = folder / "masks"
+    mask_dir.mkdir(exist_ok=True)
+    taken: set[str] = set()
+    files = []
+    for image, p in zip(rows["image"], probs):
+        stem = safe_stem(Path(image).name, taken)
+        Image.fromarray(((p > 0.5) * 255).astype(np.uint8), mode="L").save(mask_dir / f"{stem}.png")
+        files.append(f"masks/{stem}.png")
+    import pandas as pd
+
+    table = pd.DataFrame({"image": rows["image"].to_numpy(), "predicted_mask": files})
+    for key in [*SEGMENTATION_METRICS, "lesion_area_true", "lesion_area_pred"]:
+        table[key] = [m[key] for m in metrics["per_image"]]
+    table.to_csv(folder / "predictions.csv", index=False)
+    print(
+        f"{split}: {metrics['n_images']} images, Dice {metrics['dice']:.3f}, Jaccard {metrics['jaccard']:.3f} "
+        f"(thresholded {metrics['jaccard_thresholded']:.3f}), pixel accuracy {metrics['pixel_accuracy']:.3f}"
+    )
+    print(f"wrote {folder / 'metrics.json'}, predictions.csv and {len(files)} predicted masks in {mask_dir}")
+    return metrics
+
+
+__all__ = [
+    "Segmenter",
+    "SegmentationModule",
+    "build_segmenter",
+    "evaluate_segmentation",
+    "has_decoder",
+    "load_segmenter",
+    "predict_masks",
+    "run_segmentation",
+    "segmentation_metrics",
+]
