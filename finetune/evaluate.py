@@ -57,6 +57,26 @@ def rows_to_score(lab, ckpt: dict, split: str, splits: str | None, data) -> pd.D
     return rows
 
 
+def unseen_rows_to_score(lab, ckpt: dict, checkpoint, split: str, splits: str | None, data) -> pd.DataFrame:
+    """``rows_to_score``, refusing (for every split but train) images the model or its
+    pretraining saw, and noting that a model's own validation split flatters it."""
+    rows = rows_to_score(lab, ckpt, split, splits, data)
+    if split != "train":  # scoring an image the model (or its pretraining) saw is no evaluation
+        check_unseen_ids(
+            ContentIds.from_state(ckpt["seen_images"]),
+            lab.bank.ids(rows["row"].to_numpy()),
+            f"this model or its pretraining ({checkpoint})",
+            "evaluate on images it never saw: the default --split test uses the split it was trained with",
+            kind=f"--split {split}",
+        )
+    if split == "val" and not splits:
+        print(
+            "ssl-derm: note: the model's validation split chose its best epoch; its score there is optimistic",
+            file=sys.stderr,
+        )
+    return rows
+
+
 def run_evaluate(
     checkpoint: str,
     data: str | None,
@@ -88,20 +108,7 @@ def run_evaluate(
         classes=classes,
         resize=cfg.get("resize", "crop"),
     )
-    rows = rows_to_score(lab, ckpt, split, splits, data)
-    if split != "train":  # scoring an image the model (or its pretraining) saw is no evaluation
-        check_unseen_ids(
-            ContentIds.from_state(ckpt["seen_images"]),
-            lab.bank.ids(rows["row"].to_numpy()),
-            f"this model or its pretraining ({checkpoint})",
-            "evaluate on images it never saw: the default --split test uses the split it was trained with",
-            kind=f"--split {split}",
-        )
-    if split == "val" and not splits:
-        print(
-            "ssl-derm: note: the model's validation split chose its best epoch; its score there is optimistic",
-            file=sys.stderr,
-        )
+    rows = unseen_rows_to_score(lab, ckpt, checkpoint, split, splits, data)
     folder = run_dir(out, "evaluate", overwrite)
     pipeline = ImagePipeline(ckpt["normalization"])
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")

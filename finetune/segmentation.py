@@ -31,7 +31,6 @@ import numpy as np
 import pytorch_lightning as pl
 import segmentation_models_pytorch as smp
 import torch
-from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
 from ssl_derm.finetune.classifier import dihedral, frozen_stages
 from ssl_derm.finetune.metrics import SEGMENTATION_METRICS, mask_counts, scores_from_counts, segmentation_metrics
 from torch import nn
@@ -46,9 +45,7 @@ from ssl_derm.encoders import build_encoder, encoder_spec, load_strict, resolve_
 from ssl_derm.engine import (
     RunFailed,
     cosine_schedule,
-    make_trainer,
     pin_memory,
-    resume_path,
     run_dir,
     step_generator,
     stop_on_any_rank,
@@ -374,24 +371,10 @@ def build_segmentation(
 
 def fit_segmentation(run: SegmentationRun, resume: bool = False):
     """Train with early stopping on validation Dice; the module ends with the best epoch's weights."""
+    from ssl_derm.finetune.train import early_stopping_trainer, fit_keep_best
+
     cfg, lab = run.cfg, run.lab
-    best = ModelCheckpoint(
-        dirpath=run.out / "checkpoints",
-        filename="best",
-        monitor=BEST,
-        mode="max",
-        save_top_k=1,
-        save_last=False,
-        enable_version_counter=False,
-    )
-    stop = EarlyStopping(monitor=BEST, mode="max", patience=cfg.patience, check_finite=False)
-    trainer = make_trainer(
-        cfg,
-        run.out,
-        callbacks=[best, stop],
-        steps_per_epoch=run.steps_per_epoch,
-        find_unused_parameters=cfg.freeze_epochs > 0,
-    )
+    trainer, best = early_stopping_trainer(cfg, run.out, run.steps_per_epoch, BEST)
     pin = pin_memory(trainer)
     n_train = len(lab.indices("train"))
     train_loader = make_loader(
@@ -410,10 +393,7 @@ def fit_segmentation(run: SegmentationRun, resume: bool = False):
         f"fine-tuning a U-Net on {cfg.encoder} (init={cfg.init}, {decoder}) for lesion segmentation on "
         f"{n_train:,} images @ {cfg.image_size}px -> {run.out}"
     )
-    trainer.fit(run.module, train_loader, val_loader, ckpt_path=resume_path(run.out, resume), weights_only=True)
-    if trainer.is_global_zero and best.best_model_path:
-        state = torch.load(best.best_model_path, map_location="cpu", weights_only=True)["state_dict"]
-        run.module.load_state_dict(state)
+    fit_keep_best(trainer, best, run.module, train_loader, val_loader, run.out, resume)
     return trainer, best
 
 
@@ -541,10 +521,9 @@ def evaluate_segmentation(
     """``evaluate`` for a segmenter: metrics.json (mean and per-image), predictions.csv and
     the predicted masks as ``masks/<image>.png`` (0/255, at the model's working size)."""
     from PIL import Image
-    from ssl_derm.finetune.evaluate import rows_to_score
+    from ssl_derm.finetune.evaluate import unseen_rows_to_score
 
     from ssl_derm.data.labeled import prepare_labeled
-    from ssl_derm.data.leaks import check_unseen_ids
 
     model, ckpt = load_segmenter(checkpoint, ckpt)
     cfg = ckpt["config"]
@@ -559,20 +538,7 @@ def evaluate_segmentation(
         masks=True,
         skip_missing_masks=skip_missing_masks,
     )
-    rows = rows_to_score(lab, ckpt, split, splits, data)
-    if split != "train":
-        check_unseen_ids(
-            ContentIds.from_state(ckpt["seen_images"]),
-            lab.bank.ids(rows["row"].to_numpy()),
-            f"this model or its pretraining ({checkpoint})",
-            "evaluate on images it never saw: the default --split test uses the split it was trained with",
-            kind=f"--split {split}",
-        )
-    if split == "val" and not splits:
-        print(
-            "ssl-derm: note: the model's validation split chose its best epoch; its score there is optimistic",
-            file=sys.stderr,
-        )
+    rows = unseen_rows_to_score(lab, ckpt, checkpoint, split, splits, data)
     folder = run_dir(out, "evaluate", overwrite)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     idx = rows["row"].to_numpy()

@@ -158,27 +158,43 @@ def build_finetune(
     return FinetuneRun(cfg, out, lab, inherited, model, module, steps, batch)
 
 
-def fit_finetune(run: FinetuneRun, resume: bool = False):
-    """Train with early stopping on validation balanced accuracy; the module ends with
-    the best epoch's weights. Returns the trainer and the best-checkpoint callback."""
-    cfg, lab = run.cfg, run.lab
+def early_stopping_trainer(cfg, out: Path, steps_per_epoch: int, monitor: str):
+    """The fine-tuning trainer: early stopping on ``monitor`` (higher is better) and a
+    checkpoint of the best epoch. Returns the trainer and that checkpoint callback."""
     best = ModelCheckpoint(
-        dirpath=run.out / "checkpoints",
+        dirpath=out / "checkpoints",
         filename="best",
-        monitor=BEST,
+        monitor=monitor,
         mode="max",
         save_top_k=1,
         save_last=False,
         enable_version_counter=False,
     )
-    stop = EarlyStopping(monitor=BEST, mode="max", patience=cfg.patience, check_finite=False)
+    stop = EarlyStopping(monitor=monitor, mode="max", patience=cfg.patience, check_finite=False)
     trainer = make_trainer(
         cfg,
-        run.out,
+        out,
         callbacks=[best, stop],
-        steps_per_epoch=run.steps_per_epoch,
+        steps_per_epoch=steps_per_epoch,
         find_unused_parameters=cfg.freeze_epochs > 0,
     )
+    return trainer, best
+
+
+def fit_keep_best(trainer, best, module, train_loader, val_loader, out: Path, resume: bool) -> None:
+    """Fit (resuming from ``out`` with ``resume``), then load the best epoch's weights into
+    ``module``, not the last epoch's."""
+    trainer.fit(module, train_loader, val_loader, ckpt_path=resume_path(out, resume), weights_only=True)
+    if trainer.is_global_zero and best.best_model_path:
+        state = torch.load(best.best_model_path, map_location="cpu", weights_only=True)["state_dict"]
+        module.load_state_dict(state)
+
+
+def fit_finetune(run: FinetuneRun, resume: bool = False):
+    """Train with early stopping on validation balanced accuracy; the module ends with
+    the best epoch's weights. Returns the trainer and the best-checkpoint callback."""
+    cfg, lab = run.cfg, run.lab
+    trainer, best = early_stopping_trainer(cfg, run.out, run.steps_per_epoch, BEST)
     pin = pin_memory(trainer)
     y_train = lab.targets("train")
     sampler = None
@@ -201,10 +217,7 @@ def fit_finetune(run: FinetuneRun, resume: bool = False):
         f"fine-tuning {cfg.encoder} (init={cfg.init}) on {len(y_train):,} images, {len(lab.classes)} classes, "
         f"@ {cfg.image_size}px -> {run.out}"
     )
-    trainer.fit(run.module, train_loader, val_loader, ckpt_path=resume_path(run.out, resume), weights_only=True)
-    if trainer.is_global_zero and best.best_model_path:  # the best epoch's weights, not the last epoch's
-        state = torch.load(best.best_model_path, map_location="cpu", weights_only=True)["state_dict"]
-        run.module.load_state_dict(state)
+    fit_keep_best(trainer, best, run.module, train_loader, val_loader, run.out, resume)
     return trainer, best
 
 
