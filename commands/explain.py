@@ -253,16 +253,20 @@ def _load_mask(folder: Path | None, name: str, size: int, resize: str) -> np.nda
         return None
 
 
-def _check_split(data: list[str] | None, split: str, ckpt: dict) -> set[str] | None:
-    if split == "all":
-        return None
+def _require_labeled(data: list[str] | None, option: str, hint: str) -> None:
+    """One line naming the first ``--data`` source that has no labels, for ``option``."""
     for spec in data or [None]:
         path = sample_dir() if spec is None else Path(spec)
         if not (path.exists() and is_labeled(path)):
             raise UserError(
-                f"--split {split}: --data {spec} is not a labelled source (HAM10000 folder, CSV, ImageFolder); "
-                "use --split all"
+                f"{option}: --data {spec} is not a labelled source (HAM10000 folder, CSV, ImageFolder); {hint}"
             )
+
+
+def _check_split(data: list[str] | None, split: str, ckpt: dict) -> set[str] | None:
+    if split == "all":
+        return None
+    _require_labeled(data, f"--split {split}", "use --split all")
     recorded = (ckpt.get("split_images") or {}).get(split)
     if not recorded:
         raise UserError(f"--split {split}: {split} images are not recorded in this checkpoint; use --split all")
@@ -428,13 +432,7 @@ def run_explain(
     classes = list(loaded.classes)
     _check_target(target, classes)
     if target == "true":
-        for spec in data or [None]:
-            path = sample_dir() if spec is None else Path(spec)
-            if not (path.exists() and is_labeled(path)):
-                raise UserError(
-                    f"--target true: --data {spec} has no labels (needs a HAM10000 folder, CSV or ImageFolder); "
-                    "use --target predicted or a class name"
-                )
+        _require_labeled(data, "--target true", "use --target predicted or a class name")
     sha1s = _check_split(data, split, loaded.ckpt)
     folders = _mask_folders(data, masks)
 

@@ -111,47 +111,25 @@ def frozen_stages(encoder: nn.Module, n: int) -> list[nn.Module]:
     return [m for _, modules in stages[:n] for m in modules]
 
 
-class FinetuneModule(pl.LightningModule):
-    def __init__(
-        self,
-        model: Classifier,
-        cfg,
-        normalization: dict,
-        classes: list[str],
-        alpha: np.ndarray | None,
-        steps_per_epoch: int,
-        prior: np.ndarray | None = None,
-        stage_alpha: tuple[np.ndarray | None, np.ndarray | None] | None = None,
-    ) -> None:
+class EncoderFinetuneModule(pl.LightningModule):
+    """What fine-tuning an encoder under a task head shares, whatever the head: the device-side
+    image pipeline, the frozen encoder (``--linear-probe``, ``--freeze-epochs``), the stages
+    that never train (``--freeze-blocks``, BatchNorm statistics included), ``--freeze-bn``,
+    the EMA of weights (``--ema``) and AdamW with the head at ``lr`` and the encoder at
+    ``encoder_lr``. Subclasses name their head's parameters (``head_parameters``)."""
+
+    def __init__(self, model: nn.Module, cfg, normalization: dict, steps_per_epoch: int) -> None:
         super().__init__()
         self.model = model
         self.cfg = cfg
-        self.classes = classes
         self.pipeline = ImagePipeline(normalization, train_augment(cfg.image_size) if cfg.augment else None)
-        self.loss = FocalLoss(cfg.focal_gamma, None if alpha is None else torch.as_tensor(alpha, dtype=torch.float32))
-        self.stage_losses = None
-        if model.two_stage_first is not None:  # one focal loss per stage, each with its own class weights
-            a1, a2 = stage_alpha if stage_alpha is not None else (None, None)
-            self.stage_losses = nn.ModuleList(
-                [
-                    FocalLoss(cfg.focal_gamma, None if a is None else torch.as_tensor(a, dtype=torch.float32))
-                    for a in (a1, a2)
-                ]
-            )
         self.steps_per_epoch = steps_per_epoch
-        self._val: list[tuple[torch.Tensor, torch.Tensor]] = []
         if cfg.linear_probe:  # frozen before any DDP wrapper is built, so DDP never waits for its gradients
             self.model.encoder.requires_grad_(False)
         # --freeze-blocks: these stages never train, BatchNorm statistics included
         self.frozen = frozen_stages(self.model.encoder, cfg.freeze_blocks)
         for m in self.frozen:
             m.requires_grad_(False)
-        # Post-hoc logit adjustment (Menon et al. 2021): logits - tau * log(prior of the training
-        # split) favour rare classes by exactly what balanced error asks; no effect on training.
-        offset = torch.zeros(len(classes))
-        if cfg.logit_adjust > 0 and prior is not None:
-            offset = -cfg.logit_adjust * torch.log(torch.as_tensor(prior, dtype=torch.float32).clamp_min(1e-12))
-        self.register_buffer("logit_offset", offset)
         self.ema = None
         if cfg.ema > 0:  # validated and kept instead of the raw weights
             from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
@@ -159,33 +137,17 @@ class FinetuneModule(pl.LightningModule):
             self.ema = AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema), use_buffers=True)
             self.ema.requires_grad_(False)
 
-    def step_generator(self) -> torch.Generator:
-        """Mixing draws of this rank at this step, from (seed, rank, step): a resumed run mixes alike."""
-        return step_generator(self.cfg.seed, 7, self.global_rank, self.global_step)
+    def head_parameters(self) -> list[nn.Parameter]:
+        """The parameters trained at ``lr``: all but the encoder's."""
+        raise NotImplementedError
 
     def eval_model(self) -> nn.Module:
         """The weights that are validated and exported: the EMA when ``--ema`` is set."""
         return self.ema.module if self.ema is not None else self.model
 
-    def export_model(self) -> Classifier:
-        """``eval_model`` with the logit adjustment folded into the head's bias, so that
-        ``model.ckpt`` and every later command score what validation chose."""
-        import copy
-
-        model = copy.deepcopy(self.eval_model()).cpu()
-        if self.logit_offset.any():  # (two-stage heads are refused with logit_adjust)
-            with torch.no_grad():
-                model.head[-1].bias.add_(self.logit_offset.cpu())
-        return model
-
     def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
         if self.ema is not None:
             self.ema.update_parameters(self.model)
-
-    def on_after_batch_transfer(self, batch, dataloader_idx: int):
-        images, labels = batch
-        training = self.trainer is not None and self.trainer.training
-        return self.pipeline(images, train=training), labels
 
     def encoder_frozen(self) -> bool:
         return self.cfg.linear_probe or self.current_epoch < self.cfg.freeze_epochs
@@ -203,6 +165,73 @@ class FinetuneModule(pl.LightningModule):
         for m in self.frozen:
             m.requires_grad_(False)
             m.eval()
+
+    def configure_optimizers(self):
+        groups = [{"params": self.head_parameters(), "lr": self.cfg.lr}]
+        if not self.cfg.linear_probe:
+            never = {id(p) for m in self.frozen for p in m.parameters()}
+            encoder = [p for p in self.model.encoder.parameters() if id(p) not in never]
+            groups.append({"params": encoder, "lr": self.cfg.encoder_lr})
+        opt = torch.optim.AdamW(groups, weight_decay=self.cfg.weight_decay)
+        return cosine_schedule(opt, self.cfg, self.steps_per_epoch)
+
+
+class FinetuneModule(EncoderFinetuneModule):
+    """Focal loss (or two-stage losses), mixup/CutMix and post-hoc logit adjustment."""
+
+    def __init__(
+        self,
+        model: Classifier,
+        cfg,
+        normalization: dict,
+        classes: list[str],
+        alpha: np.ndarray | None,
+        steps_per_epoch: int,
+        prior: np.ndarray | None = None,
+        stage_alpha: tuple[np.ndarray | None, np.ndarray | None] | None = None,
+    ) -> None:
+        super().__init__(model, cfg, normalization, steps_per_epoch)
+        self.classes = classes
+        self.loss = FocalLoss(cfg.focal_gamma, None if alpha is None else torch.as_tensor(alpha, dtype=torch.float32))
+        self.stage_losses = None
+        if model.two_stage_first is not None:  # one focal loss per stage, each with its own class weights
+            a1, a2 = stage_alpha if stage_alpha is not None else (None, None)
+            self.stage_losses = nn.ModuleList(
+                [
+                    FocalLoss(cfg.focal_gamma, None if a is None else torch.as_tensor(a, dtype=torch.float32))
+                    for a in (a1, a2)
+                ]
+            )
+        self._val: list[tuple[torch.Tensor, torch.Tensor]] = []
+        # Post-hoc logit adjustment (Menon et al. 2021): logits - tau * log(prior of the training
+        # split) favour rare classes by exactly what balanced error asks; no effect on training.
+        offset = torch.zeros(len(classes))
+        if cfg.logit_adjust > 0 and prior is not None:
+            offset = -cfg.logit_adjust * torch.log(torch.as_tensor(prior, dtype=torch.float32).clamp_min(1e-12))
+        self.register_buffer("logit_offset", offset)
+
+    def step_generator(self) -> torch.Generator:
+        """Mixing draws of this rank at this step, from (seed, rank, step): a resumed run mixes alike."""
+        return step_generator(self.cfg.seed, 7, self.global_rank, self.global_step)
+
+    def head_parameters(self) -> list[nn.Parameter]:
+        return list(self.model.head.parameters())
+
+    def export_model(self) -> Classifier:
+        """``eval_model`` with the logit adjustment folded into the head's bias, so that
+        ``model.ckpt`` and every later command score what validation chose."""
+        import copy
+
+        model = copy.deepcopy(self.eval_model()).cpu()
+        if self.logit_offset.any():  # (two-stage heads are refused with logit_adjust)
+            with torch.no_grad():
+                model.head[-1].bias.add_(self.logit_offset.cpu())
+        return model
+
+    def on_after_batch_transfer(self, batch, dataloader_idx: int):
+        images, labels = batch
+        training = self.trainer is not None and self.trainer.training
+        return self.pipeline(images, train=training), labels
 
     def training_step(self, batch, batch_idx):
         x, y = batch
@@ -253,12 +282,3 @@ class FinetuneModule(pl.LightningModule):
         if m["auc_macro"] is not None:
             self.log("val/auc_macro", m["auc_macro"])
         self.last_val_metrics = m
-
-    def configure_optimizers(self):
-        groups = [{"params": list(self.model.head.parameters()), "lr": self.cfg.lr}]
-        if not self.cfg.linear_probe:
-            never = {id(p) for m in self.frozen for p in m.parameters()}
-            encoder = [p for p in self.model.encoder.parameters() if id(p) not in never]
-            groups.append({"params": encoder, "lr": self.cfg.encoder_lr})
-        opt = torch.optim.AdamW(groups, weight_decay=self.cfg.weight_decay)
-        return cosine_schedule(opt, self.cfg, self.steps_per_epoch)

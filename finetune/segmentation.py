@@ -28,23 +28,20 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import pytorch_lightning as pl
 import segmentation_models_pytorch as smp
 import torch
-from ssl_derm.finetune.classifier import dihedral, frozen_stages
+from ssl_derm.finetune.classifier import EncoderFinetuneModule, dihedral
 from ssl_derm.finetune.metrics import SEGMENTATION_METRICS, mask_counts, scores_from_counts, segmentation_metrics
 from torch import nn
 
-from ssl_derm.checkpoint import FORMAT_VERSION, init_name, init_seen, load_checkpoint, save_checkpoint
-from ssl_derm.config import FinetuneConfig, check_resume_settings, save_yaml, to_dict
-from ssl_derm.data import BankDataset, ImagePipeline, label_fraction, make_loader, train_augment
+from ssl_derm.checkpoint import FORMAT_VERSION, init_name, load_checkpoint, save_checkpoint
+from ssl_derm.config import FinetuneConfig, to_dict
+from ssl_derm.data import BankDataset, ImagePipeline, make_loader
 from ssl_derm.data.identity import ContentIds
-from ssl_derm.data.labeled import LabeledData, labeled_from_config, write_splits_with_masks
-from ssl_derm.data.leaks import check_split_by_content, check_unseen
-from ssl_derm.encoders import build_encoder, encoder_spec, load_strict, resolve_encoder_settings
+from ssl_derm.data.labeled import LabeledData, write_splits_with_masks
+from ssl_derm.encoders import build_encoder, encoder_spec, load_strict
 from ssl_derm.engine import (
     RunFailed,
-    cosine_schedule,
     pin_memory,
     run_dir,
     step_generator,
@@ -191,42 +188,24 @@ def log_overlays(logger, tag: str, images, masks, probs, step: int) -> None:
 # ---------------------------------------------------------------- training
 
 
-class SegmentationModule(pl.LightningModule):
+class SegmentationModule(EncoderFinetuneModule):
     """Dice + BCE on lesion masks; one augmentation draw moves image and mask alike."""
 
     def __init__(self, model: Segmenter, cfg, normalization: dict, steps_per_epoch: int) -> None:
-        super().__init__()
-        self.model = model
-        self.cfg = cfg
-        self.pipeline = ImagePipeline(normalization, train_augment(cfg.image_size) if cfg.augment else None)
+        super().__init__(model, cfg, normalization, steps_per_epoch)
         self.dice_loss = smp.losses.DiceLoss(mode="binary", from_logits=True)
         self.bce = nn.BCEWithLogitsLoss()
-        self.steps_per_epoch = steps_per_epoch
         self._val: list[torch.Tensor] = []
         self._preview: tuple | None = None
-        if cfg.linear_probe:  # the encoder stays frozen; decoder and head train
-            self.model.encoder.requires_grad_(False)
-        self.frozen = frozen_stages(self.model.encoder, cfg.freeze_blocks)
-        for m in self.frozen:
-            m.requires_grad_(False)
-        self.ema = None
-        if cfg.ema > 0:
-            from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
-            self.ema = AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema), use_buffers=True)
-            self.ema.requires_grad_(False)
-
-    def eval_model(self) -> nn.Module:
-        return self.ema.module if self.ema is not None else self.model
+    def head_parameters(self) -> list[nn.Parameter]:
+        # decoder and segmentation head at lr, transferred or not: the comparison is about the init alone
+        return list(self.model.decoder.parameters()) + list(self.model.segmentation_head.parameters())
 
     def export_model(self) -> Segmenter:
         import copy
 
         return copy.deepcopy(self.eval_model()).cpu()
-
-    def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
-        if self.ema is not None:
-            self.ema.update_parameters(self.model)
 
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
         images, masks = batch
@@ -234,21 +213,6 @@ class SegmentationModule(pl.LightningModule):
         # the augmentation's draws from (seed, rank, step): a resumed run augments alike
         gen = step_generator(self.cfg.seed, 13, self.global_rank, self.global_step) if training else None
         return self.pipeline.pair(images, masks, train=training, generator=gen)
-
-    def encoder_frozen(self) -> bool:
-        return self.cfg.linear_probe or self.current_epoch < self.cfg.freeze_epochs
-
-    def on_train_epoch_start(self) -> None:
-        frozen = self.encoder_frozen()
-        self.model.encoder.requires_grad_(not frozen)
-        self.model.encoder.train(not frozen)
-        if self.cfg.freeze_bn:
-            for m in self.model.encoder.modules():
-                if isinstance(m, nn.modules.batchnorm._BatchNorm):
-                    m.eval()
-        for m in self.frozen:
-            m.requires_grad_(False)
-            m.eval()
 
     def losses(self, logits: torch.Tensor, masks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         logits = logits.float()
@@ -294,18 +258,6 @@ class SegmentationModule(pl.LightningModule):
             log_overlays(self.logger, "val/overlays", *self._preview, self.global_step)
         self._preview = None
 
-    def configure_optimizers(self):
-        # decoder and head at lr (transferred or not: the comparison is about the init alone),
-        # the encoder at encoder_lr
-        head = list(self.model.decoder.parameters()) + list(self.model.segmentation_head.parameters())
-        groups = [{"params": head, "lr": self.cfg.lr}]
-        if not self.cfg.linear_probe:
-            never = {id(p) for m in self.frozen for p in m.parameters()}
-            encoder = [p for p in self.model.encoder.parameters() if id(p) not in never]
-            groups.append({"params": encoder, "lr": self.cfg.encoder_lr})
-        opt = torch.optim.AdamW(groups, weight_decay=self.cfg.weight_decay)
-        return cosine_schedule(opt, self.cfg, self.steps_per_epoch)
-
 
 def check_segmentation_data(lab: LabeledData) -> None:
     if not lab.bank.has_masks:
@@ -334,29 +286,9 @@ def build_segmentation(
     cfg: FinetuneConfig, overwrite: bool = False, resume: bool = False, lab: LabeledData | None = None
 ) -> SegmentationRun:
     """Run folder, data with masks (label fraction, leak checks), U-Net and LightningModule."""
-    from ssl_derm.finetune.train import step_budget
+    from ssl_derm.finetune.train import start_run, step_budget
 
-    cfg = resolve_encoder_settings(cfg)
-    out = run_dir(cfg.out, "finetune", overwrite, resume)
-    if resume:
-        check_resume_settings(cfg, out / "config.yaml")
-    save_yaml(cfg, out / "config.yaml")
-    pl.seed_everything(cfg.seed, workers=True, verbose=False)
-    if lab is None:
-        lab = labeled_from_config(cfg)
-    if not lab.bank.has_masks:
-        raise UserError("target=segmentation needs lesion masks; the data were prepared without them")
-    lab = LabeledData(label_fraction(lab.table, cfg.label_fraction, cfg.seed), lab.bank, lab.classes)
-    write_splits_with_masks(lab.table, out)
-    check_segmentation_data(lab)
-    check_split_by_content(lab)
-    inherited = init_seen(cfg.init)
-    check_unseen(
-        inherited,
-        lab,
-        f"the --init encoder {cfg.init}",
-        "fine-tune on the split it was pretrained with (--splits <its run folder>/splits.csv)",
-    )
+    cfg, out, lab, inherited = start_run(cfg, overwrite, resume, lab, write_splits_with_masks, check_segmentation_data)
     model, decoder_from = build_segmenter(cfg.encoder, cfg.init, cfg.init_decoder)
     if cfg.init_decoder and decoder_from is None and cfg.init not in ("random", "imagenet"):
         print(f"ssl-derm: note: {cfg.init} has no U-Net decoder; the decoder starts at random", file=sys.stderr)

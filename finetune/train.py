@@ -113,10 +113,19 @@ class FinetuneRun:
     batch: int
 
 
-def build_finetune(
-    cfg: FinetuneConfig, overwrite: bool = False, resume: bool = False, lab: LabeledData | None = None
-) -> FinetuneRun:
-    """Run folder, data (label fraction, leak checks), model and LightningModule."""
+def start_run(
+    cfg: FinetuneConfig,
+    overwrite: bool,
+    resume: bool,
+    lab: LabeledData | None,
+    write_table=write_splits,
+    check_data=check_training_classes,
+) -> tuple[FinetuneConfig, Path, LabeledData, ContentIds]:
+    """What every fine-tuning run does first, whatever its target: the encoder's settings
+    resolved, the run folder (``config.yaml``; a resume must keep the settings), the seed, the
+    labelled data cut to ``label_fraction`` and written (``write_table``), checked for the task
+    (``check_data``), for copies across splits, and against every image the ``--init``
+    checkpoint has seen. Returns the resolved config, the folder, the data and that record."""
     cfg = resolve_encoder_settings(cfg)
     out = run_dir(cfg.out, "finetune", overwrite, resume)
     if resume:
@@ -126,8 +135,8 @@ def build_finetune(
     if lab is None:
         lab = labeled_from_config(cfg)
     lab = LabeledData(label_fraction(lab.table, cfg.label_fraction, cfg.seed), lab.bank, lab.classes)
-    write_splits(lab.table, out)
-    check_training_classes(lab)
+    write_table(lab.table, out)
+    check_data(lab)
     check_split_by_content(lab)
     inherited = init_seen(cfg.init)
     check_unseen(
@@ -136,6 +145,14 @@ def build_finetune(
         f"the --init encoder {cfg.init}",
         "fine-tune on the split it was pretrained with (--splits <its run folder>/splits.csv)",
     )
+    return cfg, out, lab, inherited
+
+
+def build_finetune(
+    cfg: FinetuneConfig, overwrite: bool = False, resume: bool = False, lab: LabeledData | None = None
+) -> FinetuneRun:
+    """Run folder, data (label fraction, leak checks), model and LightningModule."""
+    cfg, out, lab, inherited = start_run(cfg, overwrite, resume, lab)
     spec = encoder_spec(cfg.encoder)
     first = two_stage_index(cfg, lab.classes)
     model = Classifier(build_encoder(cfg.encoder, cfg.init), len(lab.classes), cfg.dropout, first)

@@ -38,17 +38,21 @@ class ImageBank:
             self._ids = ContentIds.concat_parts([p.ids() for p in self.parts])
         return self._ids if idx is None else self._ids.subset(idx)
 
-    def gather(self, idx: np.ndarray) -> torch.Tensor:
-        """uint8 ``[len(idx), 3, S, S]`` for bank indices ``idx`` (order kept)."""
+    def _gather(self, idx: np.ndarray, field: str, channels: int) -> torch.Tensor:
+        """uint8 ``[len(idx), channels, S, S]`` from each part's array ``field``, order kept."""
         idx = np.asarray(idx, dtype=np.int64)
         s = self.image_size
-        out = np.empty((len(idx), 3, s, s), np.uint8)
+        out = np.empty((len(idx), channels, s, s), np.uint8)
         for p in np.unique(self.part[idx]):
             sel = np.flatnonzero(self.part[idx] == p)
             local = self.local[idx[sel]]
             order = np.argsort(local)  # sorted reads are kinder to a memmap
-            out[sel[order]] = self.parts[p].pixels[local[order]]
+            out[sel[order]] = getattr(self.parts[p], field)[local[order]]
         return torch.from_numpy(out)
+
+    def gather(self, idx: np.ndarray) -> torch.Tensor:
+        """uint8 ``[len(idx), 3, S, S]`` for bank indices ``idx`` (order kept)."""
+        return self._gather(idx, "pixels", 3)
 
     @property
     def has_masks(self) -> bool:
@@ -59,15 +63,7 @@ class ImageBank:
         with ``gather(idx)`` (a row whose mask could not be read is all zero: drop it first)."""
         if not self.has_masks:
             raise ValueError("this bank holds no lesion masks (prepare_labeled(..., masks=True))")
-        idx = np.asarray(idx, dtype=np.int64)
-        s = self.image_size
-        out = np.empty((len(idx), 1, s, s), np.uint8)
-        for p in np.unique(self.part[idx]):
-            sel = np.flatnonzero(self.part[idx] == p)
-            local = self.local[idx[sel]]
-            order = np.argsort(local)
-            out[sel[order]] = self.parts[p].masks[local[order]]
-        return torch.from_numpy(out)
+        return self._gather(idx, "masks", 1)
 
 
 class BankDataset(Dataset):

@@ -221,10 +221,10 @@ def test_explain_refuses_bad_input_with_one_line(model_ckpt, ssl_ckpt, tmp_path,
         shutil.copy(path, unlabelled)
     base = ["explain", "--checkpoint", str(model_ckpt), "--no-progress"]
     cases = {
-        "has no labels": [*base, "--data", str(unlabelled), "--target", "true"],
+        "--target true: --data": [*base, "--data", str(unlabelled), "--target", "true"],
         "--target melanoma": [*base, "--target", "melanoma"],
         "fine-tuned classifier": ["explain", "--checkpoint", str(ssl_ckpt)],
-        "not a labelled source": [*base, "--data", str(unlabelled), "--split", "test"],
+        "--split test: --data": [*base, "--data", str(unlabelled), "--split", "test"],
         "--n -1": [*base, "--n", "-1"],
         "no such folder": [*base, "--masks", str(tmp_path / "nope")],
     }
