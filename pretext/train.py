@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -55,6 +56,12 @@ def build_pool(cfg: PretrainConfig, out: Path):
         held = heldout_ids(lab)
         total += len(lab.bank)
         knn = knn_data(lab, cfg.knn_max_bank, cfg.seed)
+    else:
+        print(
+            "ssl-derm: note: no --data: the pool is the --unlabeled archives alone (no kNN monitor); "
+            "add --data SOURCE to pool them with its training split",
+            file=sys.stderr,
+        )
     for spec in cfg.unlabeled:
         source = open_unlabeled(spec)
         decoded = decode_source(source, cfg.image_size, cfg.cache_dir, cfg.progress, resize=cfg.resize)

@@ -214,7 +214,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="a splits.csv (e.g. from ssl-derm data split): the pool takes its train rows; "
         "fine-tune later with the same file so no validation/test image was pretrained on",
     )
-    _engine_flags(pt, "labelled source whose training split joins the pool (default: bundled sample)")
+    _engine_flags(
+        pt,
+        "labelled source whose training split joins the pool (default: the bundled sample; with "
+        "--unlabeled and no --data, the archives alone: no labelled images, no kNN monitor)",
+    )
 
     ft = sub.add_parser(
         "finetune",

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
+import zipfile
 
 import pandas as pd
 import pytest
@@ -111,6 +113,21 @@ def test_pretrain_writes_portable_checkpoint_and_tensorboard(pretrained):
     assert {"train/corrupted", "train/restored", "train/original"} <= set(tags["images"])
     pool = pd.read_csv(pretrained / "splits.csv")
     assert set(pool["split"]) == {"train", "val", "test"}
+
+
+def test_pretrain_on_an_archive_alone_says_so(tmp_path, capsys):
+    """--unlabeled with no --data: the pool is the archive, not the bundled sample too."""
+    out = tmp_path / "cr"
+    args = ["pretrain", "--task", "rotation", "--out", str(out), "--max-steps", "1", "--unlabeled", str(_sample_zip())]
+    assert main([*args, *TINY]) == 0
+    captured = capsys.readouterr()
+    assert "no --data: the pool is the --unlabeled archives alone" in captured.err
+    with zipfile.ZipFile(_sample_zip()) as z:
+        n = sum(1 for name in z.namelist() if name.lower().endswith((".jpg", ".jpeg", ".png")))
+    sizes = re.search(r"pretraining rotation on ([\d,]+) images \(([\d,]+) held out\)", captured.out)
+    assert sizes, captured.out
+    assert sum(int(g.replace(",", "")) for g in sizes.groups()) == n  # every archive image, nothing else
+    assert not (out / "splits.csv").exists()  # no labelled source was read
 
 
 def test_resume_continues_from_the_saved_step(pretrained, tmp_path):
