@@ -26,7 +26,8 @@ import pandas as pd
 import torch
 from ssl_derm.finetune.metrics import SEGMENTATION_METRICS
 from ssl_derm.finetune.report import METRICS, label_efficiency_plot, results_markdown, save_confusion
-from ssl_derm.finetune.train import run_finetune, test_metrics
+from ssl_derm.finetune.stats import format_interval, paired_bootstrap
+from ssl_derm.finetune.train import PREDICTIONS, run_finetune, test_metrics
 
 from ssl_derm.checkpoint import FORMAT_VERSION, init_name, init_seen
 from ssl_derm.config import BenchmarkConfig, FinetuneConfig, save_yaml, select_grid
@@ -38,6 +39,7 @@ from ssl_derm.engine import run_dir
 from ssl_derm.errors import UserError
 
 COLUMNS = ["init", "label_fraction", "seed", "fold", "recipe", "val_balanced_accuracy", *METRICS]
+BASELINES = ("imagenet", "random")  # every other init is compared with each of these, paired
 
 
 @dataclass(frozen=True)
@@ -127,7 +129,11 @@ def write_reports(rows: list[dict], out: Path, names: list[str], kind: Kind | No
     kind = kind or KINDS["classification"]
     results = pd.DataFrame(rows)[kind.columns]
     results.to_csv(out / "results.csv", index=False)
-    (out / "results.md").write_text(f"{kind.title}\n\n" + results_markdown(results, list(kind.metrics)))
+    paired = paired_comparisons(rows, kind)
+    paired.to_csv(out / "paired.csv", index=False)
+    (out / "results.md").write_text(
+        f"{kind.title}\n\n" + results_markdown(results, list(kind.metrics)) + paired_markdown(paired, kind)
+    )
     label_efficiency_plot(results, out / "label_efficiency.png", kind.plot_metric, kind.plot_label)
     if kind is not KINDS["classification"]:
         return results
@@ -144,6 +150,101 @@ def write_reports(rows: list[dict], out: Path, names: list[str], kind: Kind | No
             f"{name}, label fraction {top:g}, summed over {len(cms)} seed(s)",
         )
     return results
+
+
+def ensure_predictions(run: Path, lab: LabeledData) -> None:
+    """A classification run finished before runs kept their test probabilities: score its
+    ``model.ckpt`` on the test split once more to write them (the metrics are unchanged)."""
+    from ssl_derm.finetune.evaluate import load_classifier
+
+    from ssl_derm.checkpoint import load_checkpoint
+
+    if (run / PREDICTIONS).is_file() or not (run / "model.ckpt").is_file():
+        return
+    if json.loads((run / "metrics.json").read_text()).get("split") != "test":
+        return  # (test is scored once, by the benchmark, never for the predictions alone)
+    ckpt = load_checkpoint(run / "model.ckpt")
+    if ckpt["image_size"] != lab.bank.image_size:
+        return
+    model, ckpt = load_classifier(run / "model.ckpt", ckpt)
+    test_metrics(model, lab, ckpt["normalization"], torch.device("cpu"), run)
+
+
+def per_image_scores(run: Path, kind: Kind) -> tuple[np.ndarray, np.ndarray, np.ndarray | None] | None:
+    """``(images, scores, labels)`` of a run's test split, sorted by image: hits and class
+    indices for classification (``test_predictions.csv``), Dice and None for segmentation
+    (``metrics.json``'s ``per_image``). None when the run did not keep them."""
+    if kind is KINDS["classification"]:
+        path = run / PREDICTIONS
+        if not path.is_file():
+            return None
+        table = pd.read_csv(path).sort_values("image", kind="stable")
+        classes = [c for c in table.columns if c not in ("image", "label")]
+        lookup = {c: i for i, c in enumerate(classes)}
+        labels = table["label"].map(lookup).to_numpy()
+        hits = (table[classes].to_numpy().argmax(1) == labels).astype(float)
+        return table["image"].to_numpy(), hits, labels
+    m = json.loads((run / "metrics.json").read_text())
+    per = sorted(m.get("per_image") or [], key=lambda r: r["image"])
+    if not per:
+        return None
+    return np.array([r["image"] for r in per]), np.array([r[kind.plot_metric] for r in per]), None
+
+
+def paired_comparisons(rows: list[dict], kind: Kind) -> pd.DataFrame:
+    """Each init against each baseline of ``BASELINES`` in the benchmark, per label fraction
+    and fold: the mean difference of the test score (balanced accuracy; Dice for
+    segmentation) over the seeds both ran, with a 95% bootstrap interval over test images and
+    seeds (``stats.paired_bootstrap``). A run that kept no per-image scores is left out."""
+    runs: dict[tuple, dict[int, Path]] = {}
+    for r in rows:
+        if "_run" in r:
+            runs.setdefault((r["init"], r["label_fraction"], r["fold"]), {})[r["seed"]] = Path(r["_run"])
+    out = []
+    for (init, frac, fold), mine in runs.items():
+        for base in BASELINES:
+            theirs = runs.get((base, frac, fold))
+            if base == init or theirs is None:
+                continue
+            a, b, labels, images = [], [], None, None
+            for s in sorted(set(mine) & set(theirs)):
+                x, y = per_image_scores(mine[s], kind), per_image_scores(theirs[s], kind)
+                if x is None or y is None:
+                    continue
+                if images is None:
+                    images, labels = x[0], x[2]
+                if not (np.array_equal(x[0], images) and np.array_equal(y[0], images)):
+                    raise UserError(f"{init} and {base} (seed {s}) were tested on different images")
+                a.append(x[1])
+                b.append(y[1])
+            if not a:
+                continue
+            result = paired_bootstrap(np.stack(a), np.stack(b), labels)
+            out.append({"init": init, "baseline": base, "label_fraction": frac, "fold": fold, **result})
+    columns = ["init", "baseline", "label_fraction", "fold", "diff", "lo", "hi", "seeds", "images", "verdict"]
+    return pd.DataFrame(out, columns=columns)
+
+
+def paired_markdown(paired: pd.DataFrame, kind: Kind) -> str:
+    if paired.empty:
+        return ""
+    metric = "balanced accuracy" if kind is KINDS["classification"] else "Dice"
+    lines = [
+        "",
+        f"## Paired differences in test {metric}",
+        "",
+        "Mean over the seeds both inits ran; 95% bootstrap interval over test images and seeds "
+        "(the same draws for both). An interval that contains zero is a tie.",
+        "",
+        "| init | vs | label fraction | fold | seeds | difference [95% CI] | verdict |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for r in paired.sort_values(["baseline", "label_fraction", "init"]).to_dict("records"):
+        lines.append(
+            f"| {r['init']} | {r['baseline']} | {r['label_fraction']:g} | {r['fold']} | {r['seeds']} | "
+            f"{format_interval(r)} | {r['verdict']} |"
+        )
+    return "\n".join(lines) + "\n"
 
 
 def _current(metrics_file: Path, table: pd.DataFrame) -> bool:
@@ -186,7 +287,7 @@ def score_test(run: Path, lab: LabeledData) -> dict:
         metrics.update(score_segmentation(model, lab, ckpt["normalization"], device, test)[0])
     else:
         model, ckpt = load_classifier(run / "model.ckpt", ckpt)
-        metrics.update(test_metrics(model, lab, ckpt["normalization"], device))
+        metrics.update(test_metrics(model, lab, ckpt["normalization"], device, run))
     metrics["split"] = "test"
     (run / "metrics.json").write_text(json.dumps(metrics, indent=2))
     return metrics
@@ -318,7 +419,10 @@ def run_benchmark(cfg: BenchmarkConfig, overwrite: bool = False, resume: bool = 
             "recipe": recipe,
             kind.val_column: m.get(kind.val_key),
             **{c: m[c] for c in kind.metrics},
+            "_run": run,
         }
+        if kind is KINDS["classification"]:
+            ensure_predictions(run, fold["lab"])
         if "confusion_matrix" in m:
             row["confusion_matrix"] = m["confusion_matrix"]
         rows.append(row)

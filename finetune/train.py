@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
@@ -245,7 +246,9 @@ def export_finetune(run: FinetuneRun, trainer, best) -> dict:
     name = _safe_init_name(cfg.init)  # reads the init checkpoint once, for metrics and model.ckpt
     metrics = {}
     if cfg.score_test:
-        metrics = test_metrics(model, lab, encoder_spec(cfg.encoder).normalization, trainer.strategy.root_device)
+        metrics = test_metrics(
+            model, lab, encoder_spec(cfg.encoder).normalization, trainer.strategy.root_device, run.out
+        )
     metrics.update(
         {
             "split": "test" if cfg.score_test else "val only (test not scored)",
@@ -290,9 +293,19 @@ def export_finetune(run: FinetuneRun, trainer, best) -> dict:
     return metrics
 
 
-def test_metrics(model, lab: LabeledData, normalization: dict, device) -> dict:
-    """Metrics of ``model`` on the test split of ``lab``."""
+PREDICTIONS = "test_predictions.csv"
+
+
+def test_metrics(model, lab: LabeledData, normalization: dict, device, out: Path | None = None) -> dict:
+    """Metrics of ``model`` on the test split of ``lab``; with ``out``, also every test image's
+    probabilities in ``out/test_predictions.csv`` (image, label, one column per class), which
+    the benchmark's paired comparisons read."""
     probs = predict_proba(model, lab.bank.gather(lab.indices("test")), ImagePipeline(normalization), device)
+    if out is not None:
+        rows = lab.rows("test")
+        table = pd.DataFrame({"image": rows["image"].to_numpy(), "label": rows["label"].to_numpy()})
+        table[list(lab.classes)] = probs
+        table.to_csv(Path(out) / PREDICTIONS, index=False, float_format="%.6g")
     return classification_metrics(lab.targets("test"), probs, lab.classes)
 
 

@@ -25,20 +25,13 @@ import torch
 from sklearn.metrics import balanced_accuracy_score
 from ssl_derm.finetune.classifier import predict_proba
 from ssl_derm.finetune.evaluate import load_classifier, rows_to_score
+from ssl_derm.finetune.stats import balanced_accuracy_draws
 
 from ssl_derm.checkpoint import init_name
 from ssl_derm.data import ImagePipeline
 from ssl_derm.data.labeled import prepare_labeled
 
 BOOT = 2000
-
-
-def _balanced_accuracy_draws(labels: np.ndarray, hits: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    """Balanced accuracy under each bootstrap weight vector (rows of ``weights``)."""
-    classes = np.unique(labels)
-    onehot = (labels[None, :] == classes[:, None]).astype(float)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.nanmean((weights @ (onehot * hits).T) / (weights @ onehot.T), axis=1)
 
 
 def _mean_std(values: pd.Series) -> str:
@@ -103,8 +96,8 @@ def main() -> None:
         weights = np.stack([np.bincount(rng.integers(0, n, n), minlength=n) for _ in range(BOOT)])
         diffs = np.mean(
             [
-                _balanced_accuracy_draws(m["_labels"], m["_tta_hits"], weights)
-                - _balanced_accuracy_draws(m["_labels"], m["_plain_hits"], weights)
+                balanced_accuracy_draws(m["_labels"], m["_tta_hits"], weights)
+                - balanced_accuracy_draws(m["_labels"], m["_plain_hits"], weights)
                 for m in members
             ],
             axis=0,

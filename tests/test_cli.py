@@ -236,9 +236,26 @@ def test_finetune_evaluate_benchmark_end_to_end(pretrained, tmp_path, capsys):
     assert results["val_balanced_accuracy"].between(0, 1).all()
     for name in ("results.md", "label_efficiency.png", "confusion_random.png", "confusion_context_restore.png"):
         assert (bm / name).is_file(), name
+    # every run keeps its test probabilities; the paired table's observed difference is the
+    # difference of the two inits' balanced accuracies in results.csv, seed by seed
+    kept = sorted(bm.glob("runs/*/fraction*/seed0/test_predictions.csv"))
+    assert len(kept) == 4
+    probs = pd.read_csv(kept[0])
+    assert len(probs) == test_rows and probs.drop(columns=["image", "label"]).sum(axis=1).round(4).eq(1).all()
+    paired = pd.read_csv(bm / "paired.csv")
+    assert len(paired) == 2 and set(paired["baseline"]) == {"random"} and set(paired["init"]) == {"context_restore"}
+    ba = results.set_index(["init", "label_fraction"])["balanced_accuracy"]
+    for r in paired.itertuples():
+        expected = ba[("context_restore", r.label_fraction)] - ba[("random", r.label_fraction)]
+        assert abs(r.diff - expected) < 1e-9 and r.lo <= r.diff <= r.hi and r.seeds == 1
+    assert "## Paired differences in test balanced accuracy" in (bm / "results.md").read_text()
+
     capsys.readouterr()
+    kept[0].unlink()  # a run finished before runs kept their probabilities: rescored, not retrained
     assert main(args) == 0  # finished runs are skipped, not redone
     assert capsys.readouterr().out.count("done, skipped") == 4
+    assert pd.read_csv(kept[0]).equals(probs)
+    assert pd.read_csv(bm / "paired.csv").equals(paired)
 
 
 def test_ci_runs_the_readme_test_command():

@@ -1,0 +1,74 @@
+"""Paired bootstrap of two inits' per-image test scores (finetune/stats.py)."""
+
+import numpy as np
+import pytest
+from sklearn.metrics import balanced_accuracy_score
+from ssl_derm.finetune.stats import balanced_accuracy_draws, paired_bootstrap
+
+
+def _hits(labels: np.ndarray, recall: list[float], rng) -> np.ndarray:
+    """Per-image hits with the given recall per class."""
+    return (rng.random(len(labels)) < np.asarray(recall)[labels]).astype(float)
+
+
+def test_observed_difference_is_the_difference_of_balanced_accuracies():
+    rng = np.random.default_rng(0)
+    labels = rng.choice(3, size=600, p=[0.7, 0.2, 0.1])  # imbalanced: BA differs from accuracy
+    a = np.stack([_hits(labels, [0.9, 0.6, 0.5], rng) for _ in range(3)])
+    b = np.stack([_hits(labels, [0.95, 0.4, 0.3], rng) for _ in range(3)])
+
+    def ba(hits):
+        return balanced_accuracy_score(labels, np.where(hits > 0, labels, (labels + 1) % 3))
+
+    expected = np.mean([ba(x) - ba(y) for x, y in zip(a, b)])
+    result = paired_bootstrap(a, b, labels, boot=500)
+    assert result["diff"] == pytest.approx(expected, abs=1e-12)
+    assert result["seeds"] == 3 and result["images"] == 600
+    assert result["lo"] < result["diff"] < result["hi"]
+    assert result["verdict"] == "ahead" and result["lo"] > 0  # +0.13 in recall of the rare classes
+
+
+def test_identical_inits_tie_and_swapping_flips_the_sign():
+    rng = np.random.default_rng(1)
+    labels = rng.integers(0, 4, 400)
+    a = np.stack([_hits(labels, [0.6] * 4, rng) for _ in range(2)])
+    b = np.stack([_hits(labels, [0.5] * 4, rng) for _ in range(2)])
+    same = paired_bootstrap(a, a, labels, boot=300)
+    assert same["diff"] == 0 and same["lo"] == 0 and same["hi"] == 0 and same["verdict"] == "tie"
+    ab, ba = paired_bootstrap(a, b, labels, boot=300), paired_bootstrap(b, a, labels, boot=300)
+    assert ab["diff"] == pytest.approx(-ba["diff"]) and ab["lo"] == pytest.approx(-ba["hi"])
+
+
+def test_small_noisy_difference_is_a_tie():
+    rng = np.random.default_rng(2)
+    labels = rng.integers(0, 2, 60)
+    a = np.stack([_hits(labels, [0.7, 0.7], rng) for _ in range(3)])
+    b = np.stack([_hits(labels, [0.68, 0.68], rng) for _ in range(3)])
+    assert paired_bootstrap(a, b, labels, boot=500)["verdict"] == "tie"
+
+
+def test_mean_scores_without_labels_and_the_pairing_narrows_the_interval():
+    rng = np.random.default_rng(3)
+    hard = rng.random(300)  # per-image difficulty shared by both inits: pairing cancels it
+    a = np.clip(hard + 0.03 + rng.normal(0, 0.01, (2, 300)), 0, 1)
+    b = np.clip(hard + rng.normal(0, 0.01, (2, 300)), 0, 1)
+    result = paired_bootstrap(a, b, boot=500)
+    assert result["diff"] == pytest.approx((a - b).mean())
+    assert result["verdict"] == "ahead" and result["hi"] - result["lo"] < 0.01
+
+
+def test_draws_match_sklearn_on_a_resample():
+    rng = np.random.default_rng(4)
+    labels = rng.integers(0, 3, 200)
+    hits = _hits(labels, [0.8, 0.5, 0.3], rng)
+    idx = rng.integers(0, 200, 200)
+    weights = np.bincount(idx, minlength=200)[None].astype(float)
+    pred = np.where(hits > 0, labels, (labels + 1) % 3)
+    assert balanced_accuracy_draws(labels, hits, weights)[0] == pytest.approx(
+        balanced_accuracy_score(labels[idx], pred[idx])
+    )
+
+
+def test_shapes_must_pair():
+    with pytest.raises(ValueError, match="differ in shape"):
+        paired_bootstrap(np.ones((2, 5)), np.ones((3, 5)))
