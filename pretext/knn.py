@@ -13,6 +13,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from sklearn.metrics import balanced_accuracy_score
+from ssl_derm.finetune.stats import balanced_accuracy_draws
 from torch import nn
 
 from ssl_derm.data.transforms import ImagePipeline
@@ -96,19 +97,13 @@ def bootstrap_balanced_accuracy(
     queries, and the paired difference to ``reference`` (the same resamples for all)."""
     rng = np.random.default_rng(seed)
     labels = np.asarray(labels)
-    classes = np.unique(labels)
     weights = np.stack(
         [np.bincount(rng.integers(0, len(labels), len(labels)), minlength=len(labels)) for _ in range(n)]
     )
-    onehot = (labels[None, :] == classes[:, None]).astype(float)  # [C, N]
-    support = weights @ onehot.T  # [B, C]
-
-    def resampled(pred: np.ndarray) -> np.ndarray:
-        hits = onehot * (pred == labels)[None, :]
-        with np.errstate(invalid="ignore", divide="ignore"):
-            return np.nanmean((weights @ hits.T) / support, axis=1)  # [B]
-
-    draws = {name: resampled(np.asarray(pred)) for name, pred in predictions.items()}
+    draws = {
+        name: balanced_accuracy_draws(labels, (np.asarray(pred) == labels).astype(float), weights)
+        for name, pred in predictions.items()
+    }
     out = {}
     for name, pred in predictions.items():
         row = {
