@@ -5,7 +5,7 @@ interruption.
 
 ``target=segmentation`` benchmarks lesion-segmentation U-Nets the same way
 (results.csv columns ``init, label_fraction, seed, fold, recipe, val_dice,
-dice, jaccard, jaccard_thresholded, pixel_accuracy``; the plot shows Dice).
+dice, jaccard, jaccard_thresholded, pixel_accuracy, run``; the plot shows Dice).
 An init with a U-Net decoder may then be given twice: ``PATH:encoder``
 transfers its encoder only and is named after it (``context_restore``),
 ``PATH:decoder`` the decoder too (``context_restore+decoder``); a plain
@@ -128,7 +128,8 @@ def write_reports(rows: list[dict], out: Path, names: list[str], kind: Kind | No
     from the runs so far."""
     kind = kind or KINDS["classification"]
     results = pd.DataFrame(rows)[kind.columns]
-    results.to_csv(out / "results.csv", index=False)
+    runs = [str(Path(r["_run"]).relative_to(out)) if "_run" in r else "" for r in rows]
+    results.assign(run=runs).to_csv(out / "results.csv", index=False)  # run: the folder, under out
     paired = paired_comparisons(rows, kind)
     paired.to_csv(out / "paired.csv", index=False)
     (out / "results.md").write_text(
@@ -192,17 +193,20 @@ def per_image_scores(run: Path, kind: Kind) -> tuple[np.ndarray, np.ndarray, np.
 
 
 def paired_comparisons(rows: list[dict], kind: Kind) -> pd.DataFrame:
-    """Each init against each baseline of ``BASELINES`` in the benchmark, per label fraction
-    and fold: the mean difference of the test score (balanced accuracy; Dice for
-    segmentation) over the seeds both ran, with a 95% bootstrap interval over test images and
-    seeds (``stats.paired_bootstrap``). A run that kept no per-image scores is left out."""
+    """Each init against each baseline of ``BASELINES`` in the benchmark (and ``X+decoder``
+    against ``X``, its encoder alone), per label fraction and fold: the mean difference of the
+    test score (balanced accuracy; Dice for segmentation) over the seeds both ran, with a 95%
+    bootstrap interval over test images and seeds (``stats.paired_bootstrap``). A run that
+    kept no per-image scores is left out."""
     runs: dict[tuple, dict[int, Path]] = {}
     for r in rows:
         if "_run" in r:
             runs.setdefault((r["init"], r["label_fraction"], r["fold"]), {})[r["seed"]] = Path(r["_run"])
     out = []
     for (init, frac, fold), mine in runs.items():
-        for base in BASELINES:
+        # a restored decoder is also judged against the same encoder alone
+        decoder_of = [init.removesuffix("+decoder")] if init.endswith("+decoder") else []
+        for base in (*BASELINES, *decoder_of):
             theirs = runs.get((base, frac, fold))
             if base == init or theirs is None:
                 continue

@@ -231,8 +231,10 @@ def test_finetune_evaluate_benchmark_end_to_end(pretrained, tmp_path, capsys):
         "macro_f1",
         "weighted_f1",
         "auc_macro",
+        "run",
     ]
     assert sorted(set(results["init"])) == ["context_restore", "random"] and len(results) == 4
+    assert all((bm / run / "model.ckpt").is_file() for run in results["run"])
     assert results["val_balanced_accuracy"].between(0, 1).all()
     for name in ("results.md", "label_efficiency.png", "confusion_random.png", "confusion_context_restore.png"):
         assert (bm / name).is_file(), name

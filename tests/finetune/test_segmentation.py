@@ -161,8 +161,14 @@ def test_finetune_evaluate_benchmark_segmentation_end_to_end(pretrained, tmp_pat
         "jaccard",
         "jaccard_thresholded",
         "pixel_accuracy",
+        "run",
     ]
     assert list(results["init"]) == ["context_restore", "context_restore+decoder"]
+    paired = pd.read_csv(bm / "paired.csv")  # the decoder's effect, paired over the same test images
+    assert list(zip(paired["init"], paired["baseline"])) == [("context_restore+decoder", "context_restore")]
+    expected = results["dice"].iloc[1] - results["dice"].iloc[0]
+    bm_test = (pd.read_csv(bm / "splits.csv")["split"] == "test").sum()
+    assert abs(paired["diff"].iloc[0] - expected) < 1e-6 and paired["images"].iloc[0] == bm_test
     assert results[["val_dice", "dice", "jaccard"]].stack().between(0, 1).all()
     assert (bm / "results.md").is_file() and (bm / "label_efficiency.png").is_file()
     ran = [json.loads((bm / "runs" / n / "fraction1" / "seed0" / "metrics.json").read_text()) for n in results["init"]]
