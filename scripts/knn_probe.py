@@ -29,7 +29,7 @@ from ssl_derm.encoders import build_encoder, encoder_spec
 
 
 @torch.no_grad()
-def adapt_batchnorm(encoder, images, pipeline, batch: int = 128) -> None:
+def adapt_batchnorm(encoder, images, pipeline, batch: int = 128, device="cpu") -> None:
     """Replace every BatchNorm's running statistics by their average over ``images``."""
     bns = [m for m in encoder.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
     for m in bns:
@@ -37,7 +37,7 @@ def adapt_batchnorm(encoder, images, pipeline, batch: int = 128) -> None:
         m.momentum = None  # cumulative average
     encoder.train()
     for i in range(0, len(images), batch):
-        encoder(pipeline(images[i : i + batch]))
+        encoder(pipeline(images[i : i + batch].to(device)))
     encoder.eval()
 
 
@@ -57,20 +57,21 @@ def main() -> None:
     knn = knn_data(lab, args.bank, seed=0)  # the pretraining monitor's bank and queries
     adapt_idx = np.random.default_rng(0).permutation(lab.indices("train"))[: args.adapt]
     train = lab.bank.gather(np.sort(adapt_idx))
-    pipeline = ImagePipeline(encoder_spec("efficientnet-lite0").normalization)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    pipeline = ImagePipeline(encoder_spec("efficientnet-lite0").normalization).to(device)
     for init in args.inits:  # every encoder is checked before the first is probed
         hint = "probe on the split the encoder was pretrained with"
         check_unseen(init_seen(init), lab, f"the encoder {init}", hint)  # its val queries must be unseen
     predictions: dict[str, dict[str, np.ndarray]] = {}  # probe -> init -> predicted class per query
     names = []
     for init in args.inits:
-        encoder = build_encoder("efficientnet-lite0", init)
+        encoder = build_encoder("efficientnet-lite0", init).to(device)
         name = init_name(init)
         names.append(name)
-        for key, pred in frozen_probe(encoder, knn, pipeline, args.k, "cpu").items():
+        for key, pred in frozen_probe(encoder, knn, pipeline, args.k, device).items():
             predictions.setdefault(f"{key}_stored", {})[name] = pred
-        adapt_batchnorm(encoder, train, pipeline)
-        for key, pred in frozen_probe(encoder, knn, pipeline, args.k, "cpu").items():
+        adapt_batchnorm(encoder, train, pipeline, device=device)
+        for key, pred in frozen_probe(encoder, knn, pipeline, args.k, device).items():
             predictions.setdefault(f"{key}_adabn", {})[name] = pred
         print(name, "done", flush=True)
     labels = knn["query_labels"].numpy()

@@ -40,8 +40,10 @@ def main() -> None:
     ]
     adabn = []
     for row in probe["results"]:
-        name = row["init"].removeprefix("imagenet+")
-        wall = root / name / "wall_s"
+        # a run's folder: ROOT/pretrain/<init> (scripts/benchmark_ham10000.sh) or ROOT/<task>
+        # (scripts/screen_pretext.sh, ImageNet-continued runs only)
+        walls = [root / "pretrain" / row["init"] / "wall_s", root / row["init"].removeprefix("imagenet+") / "wall_s"]
+        wall = next((w for w in walls if w.is_file()), walls[0])
         cells = [
             row["init"],
             wall.read_text().strip() if wall.is_file() else "",
