@@ -314,11 +314,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     pr = sub.add_parser(
         "predict",
-        help="classify new images with a fine-tuned model",
+        help="classify (or segment) new images with a fine-tuned model",
         description="Run a model.ckpt over every image of --data. Writes OUT/predictions.csv (image, source, "
-        "predicted label, one probability column per class) and OUT/skipped.txt for unreadable files.",
-        epilog="example:\n  ssl-derm predict --checkpoint runs/ft/model.ckpt "
-        "--data ../shared/data/isic_unlabeled.zip --tta --out runs/pred",
+        "predicted label, one probability column per class) and OUT/skipped.txt for unreadable files. "
+        "A segmentation model.ckpt (finetune --target segmentation) writes OUT/masks/<image>.png instead "
+        "(255 = lesion, at the model's working size) and each image's predicted lesion area.",
+        epilog="examples:\n  ssl-derm predict --checkpoint runs/ft/model.ckpt "
+        "--data ../shared/data/isic_unlabeled.zip --tta --out runs/pred\n"
+        "  ssl-derm predict --checkpoint runs/seg/model.ckpt --data new_images/ --out runs/masks",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     pr.add_argument("--checkpoint", required=True, help="model.ckpt written by finetune")

@@ -7,12 +7,15 @@ import zipfile
 
 import numpy as np
 import pandas as pd
+import pytest
 import torch
 from ssl_derm.commands.common import load_model, open_images
 from ssl_derm.finetune.classifier import dihedral, predict_proba
 
 from ssl_derm.cli import main
 from ssl_derm.data import ImagePipeline, sample_unlabeled
+
+TINY = ["--image-size", "64", "--batch-size", "16", "--no-progress"]
 
 
 def _messy_zip(path, n_good=6):
@@ -92,3 +95,28 @@ def test_evaluate_with_tta(model_ckpt, tmp_path):
     assert main(["evaluate", "--checkpoint", str(model_ckpt), "--out", str(out), "--tta"]) == 0
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["tta"] is True and 0 <= metrics["balanced_accuracy"] <= 1
+
+
+def test_predict_with_a_segmenter_writes_one_mask_per_image(ssl_ckpt, tmp_path):
+    """A segmentation model.ckpt: predict writes each image's mask, and the mask is the
+    model's own prediction on the same pixels (checked against predict_masks directly)."""
+    from PIL import Image
+    from ssl_derm.finetune.segmentation import load_segmenter, predict_masks
+
+    seg = tmp_path / "seg"
+    args = ["finetune", "--target", "segmentation", "--init", str(ssl_ckpt), "--out", str(seg), "--max-steps", "2"]
+    assert main([*args, *TINY]) == 0
+    out = tmp_path / "masks"
+    archive = str(sample_unlabeled())
+    assert main(["predict", "--checkpoint", str(seg / "model.ckpt"), "--data", archive, "--out", str(out)]) == 0
+    table = pd.read_csv(out / "predictions.csv")
+    images = open_images([archive], 64, progress=False)
+    assert list(table["image"]) == list(images.names) and table["predicted_mask"].is_unique
+    model, ckpt = load_segmenter(seg / "model.ckpt")
+    probs = predict_masks(model, images.images(), ImagePipeline(ckpt["normalization"]), "cpu")
+    for row, p in zip(table.itertuples(), probs):
+        mask = np.array(Image.open(out / row.predicted_mask))
+        assert mask.shape == (64, 64) and set(np.unique(mask)) <= {0, 255}
+        assert np.array_equal(mask == 255, p > 0.5)
+        assert row.lesion_area_pred == pytest.approx((p > 0.5).mean())
+    assert json.loads((out / "summary.json").read_text())["target"] == "segmentation"
