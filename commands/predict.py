@@ -56,6 +56,13 @@ def run_predict(
     table["probability"] = probs.max(1)
     for i, c in enumerate(classes):
         table[f"prob_{c}"] = probs[:, i]
+    predicted = {k: int(v) for k, v in table["predicted_label"].value_counts().items()}
+    _write(folder, table, images, checkpoint, tta, seconds, "predicted", "", predicted=predicted)
+    return table
+
+
+def _write(folder, table: pd.DataFrame, images, checkpoint, tta: bool, seconds: float, verb: str, also: str, **extra):
+    """predictions.csv, skipped.txt and summary.json (``extra`` joins it), and one line on stdout."""
     table.to_csv(folder / "predictions.csv", index=False)
     write_skipped(folder, images.skipped)
     summary = {
@@ -63,17 +70,16 @@ def run_predict(
         "images": len(images),
         "skipped": len(images.skipped),
         "tta": tta,
-        "predicted": {k: int(v) for k, v in table["predicted_label"].value_counts().items()},
-        "images_per_s": round(len(images) / seconds, 1),
+        **extra,
+        "images_per_s": round(len(images) / max(seconds, 1e-9), 1),
         "device": str(device()),
     }
     (folder / "summary.json").write_text(json.dumps(summary, indent=2))
     skipped = f", {len(images.skipped)} unreadable skipped (skipped.txt)" if images.skipped else ""
     print(
-        f"predicted {len(images):,} images{' with TTA' if tta else ''} at {summary['images_per_s']:,} images/s"
-        f"{skipped}; wrote {folder / 'predictions.csv'}"
+        f"{verb} {len(images):,} images{' with TTA' if tta else ''} at {summary['images_per_s']:,} images/s"
+        f"{skipped}; wrote {folder / 'predictions.csv'}{also}"
     )
-    return table
 
 
 def predict_masks_of(
@@ -110,21 +116,6 @@ def predict_masks_of(
     if images.labeled:
         table["true_label"] = images.labels
     table["lesion_area_pred"] = (probs > 0.5).mean(axis=(1, 2)) if len(probs) else []
-    table.to_csv(folder / "predictions.csv", index=False)
-    write_skipped(folder, images.skipped)
-    summary = {
-        "checkpoint": str(loaded.name),
-        "target": "segmentation",
-        "images": len(images),
-        "skipped": len(images.skipped),
-        "tta": tta,
-        "images_per_s": round(len(images) / max(seconds, 1e-9), 1),
-        "device": str(device()),
-    }
-    (folder / "summary.json").write_text(json.dumps(summary, indent=2))
-    skipped = f", {len(images.skipped)} unreadable skipped (skipped.txt)" if images.skipped else ""
-    print(
-        f"segmented {len(images):,} images{' with TTA' if tta else ''} at {summary['images_per_s']:,} images/s"
-        f"{skipped}; wrote {folder / 'predictions.csv'} and the masks in {folder / 'masks'}"
-    )
+    also = f" and the masks in {folder / 'masks'}"
+    _write(folder, table, images, loaded.name, tta, seconds, "segmented", also, target="segmentation")
     return table
