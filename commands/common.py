@@ -174,7 +174,7 @@ def require_classifier(loaded: LoadedModel, command: str) -> None:
         if loaded.ckpt is None:
             what = f"{loaded.name} weights, with no classifier head"
         elif loaded.ckpt["task"] == "segmenter":
-            what = "a segmentation model (use ssl-derm evaluate for its masks)"
+            what = "a segmentation model (ssl-derm evaluate or predict write its masks)"
         else:
             what = f"a {loaded.ckpt['task']} pretraining checkpoint (ssl.ckpt)"
         raise UserError(

@@ -56,12 +56,6 @@ def build_pool(cfg: PretrainConfig, out: Path):
         held = heldout_ids(lab)
         total += len(lab.bank)
         knn = knn_data(lab, cfg.knn_max_bank, cfg.seed)
-    else:
-        print(
-            "ssl-derm: note: no --data: the pool is the --unlabeled archives alone (no kNN monitor); "
-            "add --data SOURCE to pool them with its training split",
-            file=sys.stderr,
-        )
     for spec in cfg.unlabeled:
         source = open_unlabeled(spec)
         decoded = decode_source(source, cfg.image_size, cfg.cache_dir, cfg.progress, resize=cfg.resize)
@@ -86,6 +80,12 @@ def build_pool(cfg: PretrainConfig, out: Path):
     pool_idx = np.concatenate(pool)
     if len(pool_idx) < 2:
         raise UserError("the pretraining pool holds fewer than 2 readable images")
+    if cfg.data is None and cfg.unlabeled:  # said once the pool is valid, so an error stays one line
+        print(
+            "ssl-derm: note: no --data: the pool is the --unlabeled archives alone (no kNN monitor); "
+            "add --data SOURCE to pool them with its training split",
+            file=sys.stderr,
+        )
     return bank, pool_idx, knn, ContentIds.concat(ids), held
 
 

@@ -139,10 +139,10 @@ def test_finetune_evaluate_benchmark_segmentation_end_to_end(pretrained, tmp_pat
     assert len(pngs) == n_test
     with Image.open(pngs[0]) as im:
         assert im.size == (64, 64) and set(np.unique(np.asarray(im))) <= {0, 255}
-    # a segmenter is no classifier for the commands that need one
+    # a segmenter is no classifier for the commands that need one (explain's class maps)
     capsys.readouterr()
-    assert main(["predict", "--checkpoint", str(ft / "model.ckpt"), "--out", str(tmp_path / "pr")]) == 2
-    assert "classifier" in capsys.readouterr().err
+    assert main(["explain", "--checkpoint", str(ft / "model.ckpt"), "--out", str(tmp_path / "cam")]) == 2
+    assert "segmentation model" in capsys.readouterr().err
 
     # benchmark: one checkpoint as two inits, encoder only and encoder + decoder
     bm = tmp_path / "bm"
