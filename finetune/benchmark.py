@@ -15,6 +15,7 @@ transfers its encoder only and is named after it (``context_restore``),
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import re
 import time
@@ -26,11 +27,11 @@ import pandas as pd
 import torch
 from ssl_derm.finetune.metrics import SEGMENTATION_METRICS
 from ssl_derm.finetune.report import METRICS, label_efficiency_plot, results_markdown, save_confusion
-from ssl_derm.finetune.stats import format_interval, paired_bootstrap
-from ssl_derm.finetune.train import PREDICTIONS, run_finetune, test_metrics
+from ssl_derm.finetune.stats import balanced_accuracy_draws, format_interval, paired_bootstrap
+from ssl_derm.finetune.train import PREDICTIONS, PREDICTIONS_TTA, run_finetune, test_metrics
 
-from ssl_derm.checkpoint import FORMAT_VERSION, init_name, init_seen
-from ssl_derm.config import BenchmarkConfig, FinetuneConfig, save_yaml, select_grid
+from ssl_derm.checkpoint import FORMAT_VERSION, init_name, init_seen, weights_fingerprint
+from ssl_derm.config import BenchmarkConfig, FinetuneConfig, save_yaml, select_grid, to_dict
 from ssl_derm.data.labeled import LabeledData, labeled_from_config, prepare_labeled, write_splits_with_masks
 from ssl_derm.data.leaks import check_split_by_content, check_unseen
 from ssl_derm.data.splits import make_folds, write_splits
@@ -132,8 +133,14 @@ def write_reports(rows: list[dict], out: Path, names: list[str], kind: Kind | No
     results.assign(run=runs).to_csv(out / "results.csv", index=False)  # run: the folder, under out
     paired = paired_comparisons(rows, kind)
     paired.to_csv(out / "paired.csv", index=False)
+    tta = ""
+    if kind is KINDS["classification"]:
+        table = tta_comparisons(rows)
+        if not table.empty:
+            table.to_csv(out / "tta.csv", index=False)
+        tta = tta_markdown(table)
     (out / "results.md").write_text(
-        f"{kind.title}\n\n" + results_markdown(results, list(kind.metrics)) + paired_markdown(paired, kind)
+        f"{kind.title}\n\n" + results_markdown(results, list(kind.metrics)) + paired_markdown(paired, kind) + tta
     )
     label_efficiency_plot(results, out / "label_efficiency.png", kind.plot_metric, kind.plot_label)
     if kind is not KINDS["classification"]:
@@ -153,30 +160,38 @@ def write_reports(rows: list[dict], out: Path, names: list[str], kind: Kind | No
     return results
 
 
-def ensure_predictions(run: Path, lab: LabeledData) -> None:
-    """A classification run finished before runs kept their test probabilities: score its
-    ``model.ckpt`` on the test split once more to write them (the metrics are unchanged)."""
+def ensure_predictions(run: Path, lab: LabeledData, tta: bool = False) -> None:
+    """Write a finished classification run's test probabilities from its ``model.ckpt`` where
+    they are missing: ``test_predictions.csv`` for runs older than the file, and with ``tta``
+    ``test_predictions_tta.csv`` (the 8 dihedral views). The metrics are unchanged, and a run
+    whose test split was never scored is left alone (test is scored once, by the benchmark)."""
     from ssl_derm.finetune.evaluate import load_classifier
 
     from ssl_derm.checkpoint import load_checkpoint
 
-    if (run / PREDICTIONS).is_file() or not (run / "model.ckpt").is_file():
+    missing = [f for f in (PREDICTIONS, *([PREDICTIONS_TTA] if tta else [])) if not (run / f).is_file()]
+    if not missing or not (run / "model.ckpt").is_file():
         return
     if json.loads((run / "metrics.json").read_text()).get("split") != "test":
-        return  # (test is scored once, by the benchmark, never for the predictions alone)
+        return
     ckpt = load_checkpoint(run / "model.ckpt")
     if ckpt["image_size"] != lab.bank.image_size:
         return
     model, ckpt = load_classifier(run / "model.ckpt", ckpt)
-    test_metrics(model, lab, ckpt["normalization"], torch.device("cpu"), run)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    for name in missing:
+        test_metrics(model, lab, ckpt["normalization"], device, run, tta=name == PREDICTIONS_TTA)
 
 
-def per_image_scores(run: Path, kind: Kind) -> tuple[np.ndarray, np.ndarray, np.ndarray | None] | None:
+def per_image_scores(
+    run: Path, kind: Kind, predictions: str = PREDICTIONS
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None] | None:
     """``(images, scores, labels)`` of a run's test split, sorted by image: hits and class
-    indices for classification (``test_predictions.csv``), Dice and None for segmentation
-    (``metrics.json``'s ``per_image``). None when the run did not keep them."""
+    indices for classification (``predictions``: ``test_predictions.csv``, or the TTA file),
+    Dice and None for segmentation (``metrics.json``'s ``per_image``). None when the run did
+    not keep them."""
     if kind is KINDS["classification"]:
-        path = run / PREDICTIONS
+        path = run / predictions
         if not path.is_file():
             return None
         table = pd.read_csv(path).sort_values("image", kind="stable")
@@ -229,6 +244,59 @@ def paired_comparisons(rows: list[dict], kind: Kind) -> pd.DataFrame:
     return pd.DataFrame(out, columns=columns)
 
 
+def tta_comparisons(rows: list[dict]) -> pd.DataFrame:
+    """What test-time augmentation adds to each init's test balanced accuracy, per label
+    fraction and fold: the runs that kept both prediction files, TTA against plain on the
+    same model, paired over test images and seeds like ``paired_comparisons``."""
+    kind = KINDS["classification"]
+    groups: dict[tuple, list[Path]] = {}
+    for r in rows:
+        if "_run" in r:
+            groups.setdefault((r["init"], r["label_fraction"], r["fold"]), []).append(Path(r["_run"]))
+    out = []
+    for (init, frac, fold), runs in groups.items():
+        plain, tta, labels, images = [], [], None, None
+        for run in runs:
+            x, y = per_image_scores(run, kind), per_image_scores(run, kind, PREDICTIONS_TTA)
+            if x is None or y is None:
+                continue
+            if images is None:
+                images, labels = x[0], x[2]
+            if not (np.array_equal(x[0], images) and np.array_equal(y[0], images)):
+                raise UserError(f"{init}: the runs of label fraction {frac:g} were tested on different images")
+            plain.append(x[1])
+            tta.append(y[1])
+        if not plain:
+            continue
+        ones = np.ones((1, len(labels)))
+        means = [float(np.mean([balanced_accuracy_draws(labels, h, ones)[0] for h in v])) for v in (plain, tta)]
+        result = paired_bootstrap(np.stack(tta), np.stack(plain), labels)
+        out.append({"init": init, "label_fraction": frac, "fold": fold, "plain": means[0], "tta": means[1], **result})
+    columns = ["init", "label_fraction", "fold", "plain", "tta", "diff", "lo", "hi", "seeds", "images", "verdict"]
+    return pd.DataFrame(out, columns=columns)
+
+
+def tta_markdown(tta: pd.DataFrame) -> str:
+    if tta.empty:
+        return ""
+    lines = [
+        "",
+        "## Test-time augmentation (the 8 flips and 90-degree rotations)",
+        "",
+        "Test balanced accuracy of the same models without and with TTA, mean over seeds; the gain "
+        "with a 95% bootstrap interval over test images and seeds. An interval that contains zero is a tie.",
+        "",
+        "| init | label fraction | fold | seeds | test BA | with TTA | gain [95% CI] | verdict |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for r in tta.sort_values(["label_fraction", "init"]).to_dict("records"):
+        lines.append(
+            f"| {r['init']} | {r['label_fraction']:g} | {r['fold']} | {r['seeds']} | {r['plain']:.3f} | "
+            f"{r['tta']:.3f} | {format_interval(r)} | {r['verdict']} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
 def paired_markdown(paired: pd.DataFrame, kind: Kind) -> str:
     if paired.empty:
         return ""
@@ -251,10 +319,29 @@ def paired_markdown(paired: pd.DataFrame, kind: Kind) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _current(metrics_file: Path, table: pd.DataFrame) -> bool:
+SELECT_SEED = 1000  # the recipe-selection runs' seed offset: apart from the reported seeds 0..S-1
+
+# Settings that say where a run lives or how it reports, not what it trains.
+_NOT_IN_KEY = {"out", "splits", "data", "cache_dir", "progress", "num_workers", "score_test", "log_every_n_steps"}
+
+
+def run_key(run_cfg: FinetuneConfig, init_fingerprint: str) -> str:
+    """What a run trains, as a hash: every setting that changes its result, with the init's
+    weights by content (``weights_fingerprint``), so a run of other settings or of another
+    checkpoint under the same path is never taken for a finished one."""
+    settings = {k: v for k, v in to_dict(run_cfg).items() if k not in _NOT_IN_KEY}
+    settings["init"] = init_fingerprint
+    return hashlib.sha1(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _current(metrics_file: Path, table: pd.DataFrame, key: str | None = None) -> bool:
     """A finished run counts only if this ssl-derm's checkpoint format wrote it (older ones
-    had no leak checks) and it was validated and tested on this benchmark's split."""
-    if json.loads(metrics_file.read_text()).get("format_version") != FORMAT_VERSION:
+    had no leak checks), it was validated and tested on this benchmark's split and, with
+    ``key``, it trained what this benchmark would train (``run_key``)."""
+    metrics = json.loads(metrics_file.read_text())
+    if metrics.get("format_version") != FORMAT_VERSION:
+        return False
+    if key is not None and metrics.get("run_key") != key:
         return False
     split_file = metrics_file.parent / "splits.csv"
     if not split_file.is_file():
@@ -271,48 +358,15 @@ def _slug_recipe(point: dict) -> str:
     return "_".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in point.items()) or "default"
 
 
-def score_test(run: Path, lab: LabeledData) -> dict:
-    """Score a validation-only run's ``model.ckpt`` on the test split, once; update its metrics.json."""
-    from ssl_derm.finetune.evaluate import load_classifier
-
-    from ssl_derm.checkpoint import load_checkpoint
-
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    metrics = json.loads((run / "metrics.json").read_text())
-    ckpt = load_checkpoint(run / "model.ckpt")
-    if ckpt["task"] == "segmenter":
-        from ssl_derm.finetune.segmentation import load_segmenter, score_segmentation
-
-        model, ckpt = load_segmenter(run / "model.ckpt", ckpt)
-        test = lab.rows("test")
-        if ckpt["image_size"] != lab.bank.image_size:  # an init at another size: its own pixels
-            lab = prepare_labeled(None, ckpt["image_size"], splits=run / "splits.csv", masks=True, progress=False)
-            test = lab.rows("test")
-        metrics.update(score_segmentation(model, lab, ckpt["normalization"], device, test)[0])
-    else:
-        model, ckpt = load_classifier(run / "model.ckpt", ckpt)
-        metrics.update(test_metrics(model, lab, ckpt["normalization"], device, run))
-    metrics["split"] = "test"
-    (run / "metrics.json").write_text(json.dumps(metrics, indent=2))
-    return metrics
-
-
 class _Runner:
     """One fine-tuning run of the benchmark, skipped when a current one is on disk."""
 
     def __init__(self, cfg: BenchmarkConfig, base: dict) -> None:
-        self.cfg, self.base, self.labs = cfg, base, {}
+        self.cfg, self.base, self.labs, self.prints = cfg, base, {}, {}
 
     def __call__(self, label: str, run: Path, init: str, frac: float, seed: int, fold, extra: dict) -> dict:
         done = run / "metrics.json"
         lab = fold["lab"]
-        if done.is_file() and not _current(done, lab.table):
-            print(f"{label}: stale (older ssl-derm or another split), run again")
-            done.unlink()
-        if done.is_file():
-            print(f"{label}: done, skipped")
-            return json.loads(done.read_text())
-        print(label)
         settings = {
             **self.base,
             **extra,
@@ -323,6 +377,16 @@ class _Runner:
             "splits": str(fold["splits"]),
         }
         run_cfg = resolve_encoder_settings(FinetuneConfig(**settings))
+        if init not in self.prints:
+            self.prints[init] = weights_fingerprint(init)
+        key = run_key(run_cfg, self.prints[init])
+        if done.is_file() and not _current(done, lab.table, key):
+            print(f"{label}: stale (older ssl-derm, another split, other settings or init weights), run again")
+            done.unlink()
+        if done.is_file():
+            print(f"{label}: done, skipped")
+            return json.loads(done.read_text())
+        print(label)
         if run_cfg.image_size != fold["size"]:  # an init checkpoint at another size: same splits, other pixels
             key = (fold["splits"], run_cfg.image_size)
             if key not in self.labs:
@@ -338,7 +402,9 @@ class _Runner:
                 )
             lab = self.labs[key]
         run_finetune(run_cfg, overwrite=True, lab=lab)
-        return json.loads(done.read_text())
+        metrics = {**json.loads(done.read_text()), "run_key": key}
+        done.write_text(json.dumps(metrics, indent=2))
+        return metrics
 
 
 def run_benchmark(cfg: BenchmarkConfig, overwrite: bool = False, resume: bool = False) -> pd.DataFrame:
@@ -346,9 +412,9 @@ def run_benchmark(cfg: BenchmarkConfig, overwrite: bool = False, resume: bool = 
 
     With ``folds`` K >= 3 every init is fine-tuned on each of K lesion-grouped stratified
     folds; with ``select_on=val`` each init, label fraction and fold first tries every
-    point of ``select_grid`` on seed 0 without scoring test, keeps the point with the best
-    validation balanced accuracy, scores that run on test once, and runs the other seeds
-    with it."""
+    point of ``select_grid`` on a selection seed of its own without scoring test, keeps the
+    point with the best validation score, and runs every reported seed with it (test scored
+    once per run)."""
     kind = KINDS[cfg.target]
     if cfg.target == "segmentation":
         entries = segmentation_inits(cfg)
@@ -408,13 +474,7 @@ def run_benchmark(cfg: BenchmarkConfig, overwrite: bool = False, resume: bool = 
             recipe, point = _select(runner, grid, root, where, init, frac, fold, variant, kind)
             extra = {**variant, **point}
         run = root / f"seed{s}"
-        if grid is not None and s == 0:
-            run = root / "select" / recipe  # the chosen selection run is seed 0's run
-            m = json.loads((run / "metrics.json").read_text())
-            if m.get("split") != "test":
-                m = score_test(run, fold["lab"])
-        else:
-            m = runner(f"[{j}/{len(jobs)}] {where}, seed {s}", run, init, frac, s, fold, extra)
+        m = runner(f"[{j}/{len(jobs)}] {where}, seed {s}", run, init, frac, s, fold, extra)
         row = {
             "init": name,
             "label_fraction": frac,
@@ -426,7 +486,7 @@ def run_benchmark(cfg: BenchmarkConfig, overwrite: bool = False, resume: bool = 
             "_run": run,
         }
         if kind is KINDS["classification"]:
-            ensure_predictions(run, fold["lab"])
+            ensure_predictions(run, fold["lab"], tta=cfg.tta)
         if "confusion_matrix" in m:
             row["confusion_matrix"] = m["confusion_matrix"]
         rows.append(row)
@@ -447,16 +507,24 @@ def _select(
     variant: dict | None = None,
     kind: Kind | None = None,
 ) -> tuple:
-    """Every grid point on seed 0 with test unscored; the best validation score (balanced
-    accuracy, or Dice for segmentation) wins (ties: the earlier point). Recorded in
-    ``root/selection.json``."""
+    """Every grid point on the selection seed (``SELECT_SEED``, none of the reported seeds)
+    with test unscored; the best validation score (balanced accuracy, or Dice for
+    segmentation) wins (ties: the earlier point). Recorded in ``root/selection.json``. The
+    reported seeds then run afresh with the winner: no reported run is a best-of-grid one,
+    which would flatter the inits whose runs vary most."""
     kind = kind or KINDS["classification"]
     scores = []
     for n, point in enumerate(grid, 1):
         slug = _slug_recipe(point)
         label = f"select {n}/{len(grid)} {where}: {slug}"
         m = runner(
-            label, root / "select" / slug, init, frac, 0, fold, {**(variant or {}), **point, "score_test": False}
+            label,
+            root / "select" / slug,
+            init,
+            frac,
+            SELECT_SEED,
+            fold,
+            {**(variant or {}), **point, "score_test": False},
         )
         scores.append((m[kind.val_key] or 0.0, -n, slug, point))
     best = max(scores)

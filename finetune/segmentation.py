@@ -350,7 +350,7 @@ def score_segmentation(model: nn.Module, lab: LabeledData, normalization: dict, 
 
 def export_segmentation(run: SegmentationRun, trainer, best) -> dict:
     """Score the test split once; write metrics.json, test overlays and model.ckpt."""
-    from ssl_derm.finetune.train import split_images, table_sha1
+    from ssl_derm.finetune.train import split_images, table_sha1, training_record
 
     cfg, lab = run.cfg, run.lab
     model = run.module.export_model()
@@ -381,6 +381,7 @@ def export_segmentation(run: SegmentationRun, trainer, best) -> dict:
             "splits_sha1": table_sha1(lab.table),
             "format_version": FORMAT_VERSION,
             "best_epoch_val_dice": float(best.best_model_score) if best.best_model_score is not None else None,
+            **training_record(trainer, run.module, cfg),
         }
     )
     (run.out / "metrics.json").write_text(json.dumps(metrics, indent=2))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -91,13 +92,29 @@ def two_stage_index(cfg, classes: list[str]) -> int | None:
 
 def step_budget(cfg, steps_per_epoch: int):
     """Raise ``epochs`` so that at least ``min_steps`` optimiser steps run (small label
-    fractions get the same optimisation budget), and stretch ``freeze_epochs`` by the
-    same factor so the frozen warm-up stays the same share of training."""
+    fractions get the same optimisation budget), and stretch ``freeze_epochs`` and the
+    early-stopping ``patience`` by the same factor, so the frozen warm-up stays the same
+    share of training and a short epoch does not stop a run early."""
     if not cfg.min_steps or cfg.epochs * steps_per_epoch >= cfg.min_steps:
         return cfg
     epochs = -(-cfg.min_steps // steps_per_epoch)
     freeze = round(cfg.freeze_epochs * epochs / cfg.epochs)
-    return dataclasses.replace(cfg, epochs=epochs, freeze_epochs=freeze)
+    patience = -(-cfg.patience * epochs // cfg.epochs)
+    return dataclasses.replace(cfg, epochs=epochs, freeze_epochs=freeze, patience=patience)
+
+
+def training_record(trainer, module, cfg) -> dict:
+    """How a fine-tuning run ended, for metrics.json: the epoch kept and the epochs run
+    (counted from 1: best_epoch == epochs_run means the last epoch was the best), the
+    epoch budget after ``step_budget`` and the optimiser steps (a best epoch at the budget's
+    end says the run may not have converged)."""
+    return {
+        "best_epoch": getattr(module, "best_epoch", None),
+        "epochs_run": int(trainer.current_epoch),
+        "epochs_budget": int(cfg.epochs),
+        "patience_epochs": int(cfg.patience),
+        "global_step": int(trainer.global_step),
+    }
 
 
 @dataclass
@@ -195,6 +212,8 @@ def early_stopping_trainer(cfg, out: Path, steps_per_epoch: int, monitor: str):
         callbacks=[best, stop],
         steps_per_epoch=steps_per_epoch,
         find_unused_parameters=cfg.freeze_epochs > 0,
+        # never stopped while the encoder is still frozen or the learning rate still warming up
+        min_epochs=min(cfg.epochs, cfg.freeze_epochs + math.ceil(cfg.warmup_epochs)),
     )
     return trainer, best
 
@@ -204,8 +223,9 @@ def fit_keep_best(trainer, best, module, train_loader, val_loader, out: Path, re
     ``module``, not the last epoch's."""
     trainer.fit(module, train_loader, val_loader, ckpt_path=resume_path(out, resume), weights_only=True)
     if trainer.is_global_zero and best.best_model_path:
-        state = torch.load(best.best_model_path, map_location="cpu", weights_only=True)["state_dict"]
-        module.load_state_dict(state)
+        kept = torch.load(best.best_model_path, map_location="cpu", weights_only=True)
+        module.load_state_dict(kept["state_dict"])
+        module.best_epoch = int(kept["epoch"]) + 1  # counted from 1, like epochs_run
 
 
 def fit_finetune(run: FinetuneRun, resume: bool = False):
@@ -261,6 +281,7 @@ def export_finetune(run: FinetuneRun, trainer, best) -> dict:
             "best_epoch_val_balanced_accuracy": float(best.best_model_score)
             if best.best_model_score is not None
             else None,
+            **training_record(trainer, run.module, cfg),
         }
     )
     (run.out / "metrics.json").write_text(json.dumps(metrics, indent=2))
@@ -294,18 +315,22 @@ def export_finetune(run: FinetuneRun, trainer, best) -> dict:
 
 
 PREDICTIONS = "test_predictions.csv"
+PREDICTIONS_TTA = "test_predictions_tta.csv"  # the same, averaged over the 8 dihedral views
 
 
-def test_metrics(model, lab: LabeledData, normalization: dict, device, out: Path | None = None) -> dict:
+def test_metrics(
+    model, lab: LabeledData, normalization: dict, device, out: Path | None = None, tta: bool = False
+) -> dict:
     """Metrics of ``model`` on the test split of ``lab``; with ``out``, also every test image's
     probabilities in ``out/test_predictions.csv`` (image, label, one column per class), which
-    the benchmark's paired comparisons read."""
-    probs = predict_proba(model, lab.bank.gather(lab.indices("test")), ImagePipeline(normalization), device)
+    the benchmark's paired comparisons read (``test_predictions_tta.csv`` with ``tta``)."""
+    images = lab.bank.gather(lab.indices("test"))
+    probs = predict_proba(model, images, ImagePipeline(normalization), device, tta=tta)
     if out is not None:
         rows = lab.rows("test")
         table = pd.DataFrame({"image": rows["image"].to_numpy(), "label": rows["label"].to_numpy()})
         table[list(lab.classes)] = probs
-        table.to_csv(Path(out) / PREDICTIONS, index=False, float_format="%.6g")
+        table.to_csv(Path(out) / (PREDICTIONS_TTA if tta else PREDICTIONS), index=False, float_format="%.6g")
     return classification_metrics(lab.targets("test"), probs, lab.classes)
 
 

@@ -21,13 +21,22 @@
 #               (early stopping on validation balanced accuracy), SEEDS seeds (the same for
 #               every init), label FRACTIONS; test scored once. Paired differences to random
 #               and ImageNet with 95% bootstrap intervals: OUT/benchmark/results.md, paired.csv.
-#  6. TTA       every fine-tuned model with and without the 8 dihedral views -> OUT/tta.md.
+#               Each run also scores test with the 8 dihedral views (the profile's tta: true):
+#               TTA's gain per init with the same intervals, in the same results.md.
+#
+# Across machines: the run folder OUT is not kept, so the small files a later session needs
+# (the split, pretraining settings, wall times and encoder fingerprints, screening tables,
+# every fine-tuning run's metrics.json, predictions and config) are saved to STATE (default
+# docs/benchmarks/ham10000_PROFILE/state; commit it) after every stage and every 10 minutes,
+# and restored from it first. A checkpoint needed again (probe, chosen init) is pretrained
+# again, deterministically, and must match its recorded fingerprint; a finished fine-tuning
+# run is never redone (its run_key records its settings and its init's weights).
 #
 # Profiles (configs/pretrain/ham10000_PROFILE.yaml, configs/benchmark/ham10000_PROFILE*.yaml):
 #   cpu  96 px, fp32, 3 seeds, fractions 0.1 and 1.0, 300 pretraining steps per run
 #   gpu  224 px, bf16 autocast, 5 seeds, fractions 0.03, 0.1 and 1.0, 3000 / 1500 steps
 # Environment overrides: SEEDS, FRACTIONS, TASKS, STEPS_SCRATCH, STEPS_IMAGENET, CONTINUED,
-# DATA, UNLABELED, SSL (the ssl-derm command), PY (its python), EXTRA (more benchmark flags).
+# DATA, UNLABELED, STATE, SSL (the ssl-derm command), PY (its python), EXTRA (more benchmark flags).
 # A proof on the bundled sample in a few minutes:
 #   DATA=ssl_derm/sample_data/ham10000_sample UNLABELED=ssl_derm/sample_data/isic_unlabeled_sample.zip \
 #   TASKS="rotation context_restore" STEPS_SCRATCH=2 STEPS_IMAGENET=2 SEEDS=2 FRACTIONS=1.0 \
@@ -55,41 +64,69 @@ esac
 PRETRAIN="$ROOT/configs/pretrain/ham10000_$PROFILE.yaml"
 TASKS=${TASKS:-rotation context_restore simclr byol moco multitask}
 CONTINUED=${CONTINUED:-2}
+STATE=${STATE:-$ROOT/docs/benchmarks/ham10000_$PROFILE/state}
 mkdir -p "$OUT/screening"
 stamp() { echo "$(date -u +%FT%TZ) $*" >> "$OUT/wall.log"; }
+save() { $PY "$ROOT/scripts/protocol_state.py" save "$OUT" "$STATE" > /dev/null; }
+$PY "$ROOT/scripts/protocol_state.py" restore "$STATE" "$OUT"
+( while sleep 600; do save; done ) &
+SAVER=$!
+trap 'kill $SAVER 2>/dev/null; save' EXIT
 
 # 1. split
 SPLIT="$OUT/split/splits.csv"
 [ -f "$SPLIT" ] || $SSL data split "$DATA" --out "$OUT/split" --overwrite
 
 # 2. screen: NAME = init+task (scratch runs are named after the task alone)
-ckpts=()
-for init in random imagenet; do
-  steps=$STEPS_SCRATCH; lr=0.001
-  if [ "$init" = imagenet ]; then steps=$STEPS_IMAGENET; lr=0.0003; fi  # gentler: keep what ImageNet taught
-  for task in $TASKS; do
-    name=$task; [ "$init" = imagenet ] && name="imagenet+$task"
-    dir="$OUT/pretrain/$name"
-    ckpts+=("$dir/ssl.ckpt")
-    settings="profile=$PROFILE steps=$steps lr=$lr size=$SIZE"
-    if [ -f "$dir/DONE" ] && [ "$(cat "$dir/DONE")" = "$settings" ]; then continue; fi
-    again=--overwrite
-    [ -f "$dir/checkpoints/last.ckpt" ] && [ ! -f "$dir/DONE" ] && again=--resume
-    start=$(date +%s)
-    $SSL pretrain --config "$PRETRAIN" --task "$task" --init "$init" --max-steps "$steps" --lr "$lr" \
-      --image-size "$SIZE" --data "$DATA" --splits "$SPLIT" --unlabeled "$UNLABELED" --out "$dir" $again --no-progress
-    echo $(( $(date +%s) - start )) > "$dir/wall_s"
-    echo "$settings" > "$dir/DONE"
-    stamp "pretrained $name ($steps steps, $(cat "$dir/wall_s") s)"
+# pretrain NAME TASK INIT STEPS LR: one resumable pretraining run; DONE records its settings and
+# encoder_sha256 its weights. A run whose ssl.ckpt is gone (another machine) is pretrained again
+# only when NEED is set, and must come out identical.
+fingerprint() { $PY -c "import sys; from ssl_derm.checkpoint import weights_fingerprint as f; print(f(sys.argv[1]))" "$1"; }
+pretrain() {
+  local name=$1 task=$2 init=$3 steps=$4 lr=$5 dir="$OUT/pretrain/$1"
+  local settings="profile=$PROFILE steps=$steps lr=$lr size=$SIZE"
+  if [ -f "$dir/DONE" ] && [ "$(cat "$dir/DONE")" = "$settings" ]; then
+    if [ -f "$dir/ssl.ckpt" ] || [ -z "${NEED:-}" ]; then return; fi
+    echo "pretrain $name: its checkpoint is not on this machine, pretraining it again"
+  fi
+  local again=--overwrite
+  [ -f "$dir/checkpoints/last.ckpt" ] && [ ! -f "$dir/DONE" ] && again=--resume
+  local start; start=$(date +%s)
+  $SSL pretrain --config "$PRETRAIN" --task "$task" --init "$init" --max-steps "$steps" --lr "$lr" \
+    --image-size "$SIZE" --data "$DATA" --splits "$SPLIT" --unlabeled "$UNLABELED" --out "$dir" $again --no-progress
+  local sha; sha=$(fingerprint "$dir/ssl.ckpt")
+  if [ -f "$dir/encoder_sha256" ] && [ "$(cat "$dir/encoder_sha256")" != "$sha" ]; then
+    echo "pretrain $name: pretrained again, but its weights differ from the recorded ones; the finished" \
+      "fine-tuning runs of this init will be redone" >&2
+  fi
+  echo "$sha" > "$dir/encoder_sha256"
+  [ -f "$dir/wall_s" ] && [ -f "$dir/DONE" ] || echo $(( $(date +%s) - start )) > "$dir/wall_s"
+  [ "$(cat "$dir/DONE" 2>/dev/null)" = "$settings" ] || echo "$settings" > "$dir/DONE"  # (mtime: probe staleness)
+  stamp "pretrained $name ($steps steps, $(( $(date +%s) - start )) s)"
+  save
+}
+screen() {  # every task from both inits; NEED=1 also pretrains again what this machine lacks
+  ckpts=(); names=()
+  for init in random imagenet; do
+    local steps=$STEPS_SCRATCH lr=0.001
+    if [ "$init" = imagenet ]; then steps=$STEPS_IMAGENET; lr=0.0003; fi  # gentler: keep what ImageNet taught
+    for task in $TASKS; do
+      local name=$task; [ "$init" = imagenet ] && name="imagenet+$task"
+      ckpts+=("$OUT/pretrain/$name/ssl.ckpt"); names+=("$name $task $init $steps $lr")
+      pretrain "$name" "$task" "$init" "$steps" "$lr"
+    done
   done
-done
+}
+screen
 
 # 3. probe on validation (once per set of screened checkpoints)
 PROBE="$OUT/screening/probe.json"
 if [ ! -f "$PROBE" ] || [ -n "$(find "$OUT/pretrain" -name DONE -newer "$PROBE")" ]; then
+  NEED=1 screen  # the probe reads every screened encoder
   $PY "$ROOT/scripts/knn_probe.py" --data "$DATA" --splits "$SPLIT" --image-size "$SIZE" \
     --inits imagenet random "${ckpts[@]}" --out "$PROBE"
   stamp "probed ${#ckpts[@]} encoders"
+  save
 fi
 ln -sfn ../pretrain "$OUT/screening/pretrain"  # screen_table.py reads each run's wall_s there
 $PY "$ROOT/scripts/screen_table.py" "$OUT/screening" > "$OUT/screening/screening.md"
@@ -98,6 +135,11 @@ $PY "$ROOT/scripts/screen_table.py" "$OUT/screening" > "$OUT/screening/screening
 chosen=$($PY "$ROOT/scripts/choose_inits.py" "$PROBE" --checkpoints "${ckpts[@]}" --scratch 1 \
   --continued "$CONTINUED" --record "$OUT/screening/chosen.json")
 stamp "chose $chosen"
+for spec in "${names[@]}"; do  # the chosen checkpoints must be on this machine
+  read -r name task init steps lr <<< "$spec"
+  case ",$chosen," in *",$OUT/pretrain/$name/ssl.ckpt,"*) NEED=1 pretrain "$name" "$task" "$init" "$steps" "$lr" ;; esac
+done
+save
 
 # 5. fine-tune: recipes chosen on validation, test scored once
 start=$(date +%s)
@@ -107,11 +149,4 @@ $SSL benchmark --config "$BENCH" --data "$DATA" --splits "$SPLIT" --image-size "
   --out "$OUT/benchmark" --no-progress ${EXTRA:-}
 stamp "benchmark ($(( $(date +%s) - start )) s this pass)"
 
-# 6. test-time augmentation of every fine-tuned model (the runs listed in results.csv)
-mapfile -t models < <($PY -c "import pandas as pd, sys; t = pd.read_csv(sys.argv[1]); \
-print('\n'.join(sys.argv[2] + '/' + t['run'] + '/model.ckpt'))" "$OUT/benchmark/results.csv" "$OUT/benchmark")
-if [ ! -f "$OUT/tta.md" ] || [ "$OUT/benchmark/results.csv" -nt "$OUT/tta.md" ]; then
-  $PY "$ROOT/scripts/tta_gain.py" --data "$DATA" --models "${models[@]}" --out "$OUT/tta"
-  stamp "tta"
-fi
-echo "results: $OUT/benchmark/results.md, $OUT/screening/screening.md, $OUT/tta.md"
+echo "results: $OUT/benchmark/results.md (with TTA), $OUT/screening/screening.md; state: $STATE (commit it)"

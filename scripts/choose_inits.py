@@ -34,7 +34,8 @@ def main() -> None:
         raise SystemExit(f"{args.probe}: probed on {probe['meta']['queries']}; choose on validation only")
     lp, knn = f"linear_probe_{args.statistics}", f"knn_{args.statistics}"
     scores = {r["init"]: (r[lp], r[knn]) for r in probe["results"]}
-    by_name = {init_name(c): c for c in args.checkpoints}
+    # a checkpoint not on this machine (the protocol pretrains it again if chosen) is named by its folder
+    by_name = {(init_name(c) if Path(c).is_file() else Path(c).parent.name): c for c in args.checkpoints}
     missing = [n for n in by_name if n not in scores]
     if missing:
         raise SystemExit(f"not in {args.probe}: {', '.join(missing)} (probe every screened checkpoint)")

@@ -148,3 +148,20 @@ def init_name(init: str) -> str:
         return init
     ckpt = load_checkpoint(init)
     return ckpt.get("init_chain") or ckpt.get("task") or Path(init).stem
+
+
+def weights_fingerprint(init: str) -> str:
+    """What an init's weights are, by content: its name for random and ImageNet weights, else
+    the sha256 of every ``*_state_dict`` tensor of the checkpoint, by name. A checkpoint
+    pretrained again with the same settings (deterministic on a CPU) gets the same one."""
+    import hashlib
+
+    if init in ("random", "imagenet"):
+        return init
+    ckpt = load_checkpoint(init)
+    h = hashlib.sha256()
+    for part in sorted(k for k in ckpt if k.endswith("_state_dict")):
+        for name, tensor in sorted(ckpt[part].items()):
+            h.update(f"{part}.{name}".encode())
+            h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()

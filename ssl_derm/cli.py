@@ -297,13 +297,20 @@ def build_parser() -> argparse.ArgumentParser:
         "--select-on",
         dest="select_on",
         choices=["none", "val"],
-        help="val: per init, fraction and fold, try every --select-grid point on seed 0, keep the best "
-        "validation balanced accuracy, score test once with it and run the other seeds with it",
+        help="val: per init, fraction and fold, try every --select-grid point on a selection seed of its "
+        "own (test never scored), keep the best validation score, and run every reported seed with it",
     )
     bm.add_argument(
         "--select-grid",
         dest="select_grid",
         help="key=v1,v2;key=v1,v2 over fine-tuning settings (default encoder_lr=0.0001,0.0003,0.001;freeze_epochs=0,1)",
+    )
+    bm.add_argument(
+        "--tta",
+        action="store_true",
+        default=None,
+        help="also keep each run's test predictions with the 8 flips and 90-degree rotations "
+        "(test_predictions_tta.csv) and report TTA's gain per init with a paired interval (classification)",
     )
     _engine_flags(bm, "labelled source (default: bundled sample)")
     _finetune_flags(bm)

@@ -146,6 +146,7 @@ def make_trainer(
     enable_val: bool = True,
     steps_per_epoch: int | None = None,
     find_unused_parameters: bool = False,
+    min_epochs: int | None = None,
 ) -> pl.Trainer:
     """A Trainer for ``cfg`` (an EngineConfig) writing everything under ``out``."""
     quiet_lightning()
@@ -170,6 +171,7 @@ def make_trainer(
         strategy=strategy,
         precision=cfg.precision,
         max_epochs=cfg.epochs,
+        min_epochs=min_epochs,
         max_steps=cfg.max_steps,
         logger=TensorBoardLogger(save_dir=str(out), name="tensorboard", version="", default_hp_metric=False),
         # last.ckpt is written after the command's own callbacks (e.g. ssl.ckpt), so a run that

@@ -54,3 +54,15 @@ def write_messy_folder(root: Path, jpegs: list[bytes]) -> Path:
     (root / "empty.jpg").write_bytes(b"")
     (root / "notes.bin").write_bytes(io.BytesIO(b"this is not an image").getvalue())
     return root
+
+
+@pytest.fixture(scope="session")
+def ssl_ckpt(tmp_path_factory):
+    """A context-restoration ``ssl.ckpt`` continued from ImageNet for 3 steps on the sample (64 px)."""
+    from ssl_derm.cli import main
+
+    out = tmp_path_factory.mktemp("commands") / "cr"
+    args = ["pretrain", "--task", "context_restore", "--init", "imagenet", "--out", str(out), "--max-steps", "3"]
+    args += ["--image-size", "64", "--batch-size", "16", "--no-progress", "--set", "context_restore.swaps=5"]
+    assert main(args) == 0
+    return out / "ssl.ckpt"

@@ -8,9 +8,11 @@ import subprocess
 import sys
 import zipfile
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
+from sklearn.metrics import balanced_accuracy_score
 
 from ssl_derm import __version__
 from ssl_derm.cli import main
@@ -258,6 +260,28 @@ def test_finetune_evaluate_benchmark_end_to_end(pretrained, tmp_path, capsys):
     assert capsys.readouterr().out.count("done, skipped") == 4
     assert pd.read_csv(kept[0]).equals(probs)
     assert pd.read_csv(bm / "paired.csv").equals(paired)
+
+    # --tta: the same models also score test with the 8 dihedral views, nothing is retrained
+    assert main([*args, "--tta"]) == 0
+    assert capsys.readouterr().out.count("done, skipped") == 4
+    tta = pd.read_csv(bm / "tta.csv")
+    assert len(tta) == 4 and (tta["seeds"] == 1).all()
+    for r in tta.itertuples():
+        run = bm / results.set_index(["init", "label_fraction"]).loc[(r.init, r.label_fraction), "run"]
+        views = pd.read_csv(run / "test_predictions_tta.csv")
+        classes = list(views.columns[2:])
+        truth = views["label"].map({c: i for i, c in enumerate(classes)})
+        assert np.isclose(r.tta, balanced_accuracy_score(truth, views[classes].to_numpy().argmax(1)))
+        assert np.isclose(r.plain, ba[(r.init, r.label_fraction)], atol=1e-6)
+        assert np.isclose(r.diff, r.tta - r.plain) and r.lo <= r.diff <= r.hi
+    assert "## Test-time augmentation" in (bm / "results.md").read_text()
+
+    # a run whose recorded settings or init weights differ from this benchmark's is run again
+    first = bm / results["run"].iloc[0] / "metrics.json"
+    first.write_text(json.dumps({**json.loads(first.read_text()), "run_key": "other settings"}))
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert out.count("done, skipped") == 3 and out.count("stale") == 1
 
 
 def test_ci_runs_the_readme_test_command():

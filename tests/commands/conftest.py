@@ -1,6 +1,6 @@
-"""Checkpoints the predict / explain / embed / export tests share, trained once per
-session on the bundled real sample: a context-restoration ``ssl.ckpt`` and a
-``model.ckpt`` fine-tuned from it (64 px, a few steps)."""
+"""The checkpoint the predict / explain / embed / export tests share, trained once per
+session on the bundled real sample: a ``model.ckpt`` fine-tuned (64 px, a few steps)
+from the session's context-restoration ``ssl.ckpt`` (tests/conftest.py)."""
 
 from __future__ import annotations
 
@@ -9,14 +9,6 @@ import pytest
 from ssl_derm.cli import main
 
 TINY = ["--image-size", "64", "--batch-size", "16", "--no-progress"]
-
-
-@pytest.fixture(scope="session")
-def ssl_ckpt(tmp_path_factory):
-    out = tmp_path_factory.mktemp("commands") / "cr"
-    args = ["pretrain", "--task", "context_restore", "--init", "imagenet", "--out", str(out), "--max-steps", "3"]
-    assert main([*args, *TINY, "--set", "context_restore.swaps=5"]) == 0
-    return out / "ssl.ckpt"
 
 
 @pytest.fixture(scope="session")

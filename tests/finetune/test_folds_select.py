@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 
 from ssl_derm.cli import main
 from ssl_derm.config import BenchmarkConfig, build_config, select_grid
@@ -52,10 +53,37 @@ def test_benchmark_selects_on_validation_per_fold_and_scores_test_once(tmp_path)
         selection = json.loads((root / "selection.json").read_text())
         scores = {row["recipe"]: row["val_balanced_accuracy"] for row in selection["grid"]}
         assert selection["chosen"] == max(scores, key=lambda r: (scores[r], -list(scores).index(r)))
-        for recipe in scores:  # test was scored for the chosen recipe only
+        for recipe in scores:  # selection runs: their own seed, test never scored
             metrics = json.loads((root / "select" / recipe / "metrics.json").read_text())
-            assert ("balanced_accuracy" in metrics) == (recipe == selection["chosen"])
+            assert "balanced_accuracy" not in metrics and metrics["seed"] == 1000
+        # the reported seed ran afresh with the chosen recipe, and test was scored for it once
+        reported = json.loads((root / "seed0" / "metrics.json").read_text())
+        assert reported["seed"] == 0 and reported["split"] == "test"
+        config = yaml.safe_load((root / "seed0" / "config.yaml").read_text())
+        assert selection["chosen"] == f"encoder_lr={config['encoder_lr']:g}"
         row = results[results["fold"] == k].iloc[0]
-        assert row["recipe"] == selection["chosen"] and row["val_balanced_accuracy"] == scores[selection["chosen"]]
+        assert row["recipe"] == selection["chosen"] and row["run"] == f"runs/imagenet/fraction1/fold{k}/seed0"
+        assert np.isclose(row["val_balanced_accuracy"], reported["best_epoch_val_balanced_accuracy"])
         split = pd.read_csv(out / "folds" / f"fold{k}" / "splits.csv")
         assert (split.groupby("group")["split"].nunique() == 1).all()
+
+
+def test_run_key_follows_what_a_run_trains_not_where_it_lives(ssl_ckpt, tmp_path):
+    """A finished benchmark run is reused only for the same settings and the same init
+    weights (by content: a copy of the checkpoint elsewhere is the same init)."""
+    import shutil
+
+    from ssl_derm.finetune.benchmark import run_key
+
+    from ssl_derm.checkpoint import weights_fingerprint
+    from ssl_derm.config import FinetuneConfig
+
+    cfg = FinetuneConfig(init="imagenet", out="a", seed=0)
+    key = run_key(cfg, weights_fingerprint("imagenet"))
+    assert run_key(FinetuneConfig(init="imagenet", out="b", seed=0, cache_dir="/tmp/c"), "imagenet") == key
+    for other in ({"seed": 1}, {"encoder_lr": 1e-4}, {"label_fraction": 0.5}, {"focal_gamma": 2.0}):
+        assert run_key(FinetuneConfig(init="imagenet", out="a", **{"seed": 0, **other}), "imagenet") != key
+    copy = tmp_path / "copy.ckpt"
+    shutil.copy(ssl_ckpt, copy)
+    assert weights_fingerprint(str(copy)) == weights_fingerprint(str(ssl_ckpt)) not in ("imagenet", "random")
+    assert weights_fingerprint(str(ssl_ckpt)) != weights_fingerprint("imagenet")

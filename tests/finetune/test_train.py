@@ -13,9 +13,9 @@ TINY = ["--image-size", "64", "--batch-size", "16", "--no-progress", "--init", "
 
 
 def test_step_budget_stretches_epochs_and_the_frozen_share_together():
-    cfg = FinetuneConfig(epochs=3, freeze_epochs=1, min_steps=80)
+    cfg = FinetuneConfig(epochs=3, freeze_epochs=1, min_steps=80, patience=3)
     small = step_budget(cfg, steps_per_epoch=8)  # label fraction 0.1 of HAM10000 at batch 64
-    assert (small.epochs, small.freeze_epochs) == (10, 3)
+    assert (small.epochs, small.freeze_epochs, small.patience) == (10, 3, 10)  # patience 3 of 3 epochs
     assert step_budget(cfg, steps_per_epoch=88) is cfg  # enough steps already: untouched
     assert step_budget(FinetuneConfig(epochs=3, min_steps=0), 1).epochs == 3
     assert step_budget(FinetuneConfig(epochs=3, min_steps=80), 8).freeze_epochs == 0

@@ -1,0 +1,113 @@
+#!/usr/bin/env python
+"""Keep a long benchmark's progress in the repository, so it resumes on another machine.
+
+A CPU profile of the HAM10000 protocol takes longer than one working session, and a
+session's run folder does not outlive it. What a later session needs to go on is small:
+the split, each pretraining run's settings and wall time, the screening tables, and each
+fine-tuning run's metrics.json, test predictions and config. Checkpoints, TensorBoard
+logs and caches are left behind (pretraining is deterministic on a CPU with a fixed seed,
+so a checkpoint that is needed again is pretrained again and its encoder is checked
+against the recorded fingerprint; a fine-tuning run with metrics.json is never rerun).
+
+    python scripts/protocol_state.py save OUT STATE      # after a chunk: then commit STATE
+    python scripts/protocol_state.py restore STATE OUT   # before the next one
+
+``save`` copies every kept file of OUT that is new or changed into STATE; ``restore``
+copies every file of STATE that OUT lacks (nothing in OUT is overwritten). Tables above
+100 kB are kept gzipped. Symbolic links (and what lies under them) and files above 2 MB
+are never copied.
+"""
+
+from __future__ import annotations
+
+import argparse
+import filecmp
+import gzip
+import shutil
+import sys
+from pathlib import Path
+
+KEEP_NAMES = {"DONE", "wall_s", "wall.log", "encoder_sha256"}
+KEEP_SUFFIXES = {".json", ".csv", ".md", ".yaml", ".png", ".txt"}
+SKIP_DIRS = {"tensorboard", "checkpoints", "cache", "masks", "__pycache__"}
+MAX_BYTES = 2_000_000
+GZIP_ABOVE = 100_000  # bytes: split and prediction tables are kept gzipped
+
+
+def kept(root: Path, gz: bool = False) -> list[Path]:
+    """Relative paths of the files worth keeping under ``root`` (and of their gzipped
+    tables, ``gz``, in a state folder). Never a link, or a file under a linked folder."""
+    files = []
+    for path in sorted(root.rglob("*")):
+        rel = path.relative_to(root)
+        if path.is_symlink() or not path.is_file() or SKIP_DIRS & set(rel.parts[:-1]):
+            continue
+        if any((root / Path(*rel.parts[:i])).is_symlink() for i in range(1, len(rel.parts))):
+            continue
+        name = path.name[:-3] if gz and path.name.endswith(".csv.gz") else path.name
+        if (name in KEEP_NAMES or Path(name).suffix in KEEP_SUFFIXES) and path.stat().st_size <= MAX_BYTES:
+            files.append(rel)
+    return files
+
+
+def _gzip(src: Path, dst: Path) -> None:
+    """Deterministic (no name, no time stamp): the same table gives the same bytes, and git
+    stores the split files that many runs share once."""
+    with open(src, "rb") as f, open(dst, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0, filename="") as z:
+        shutil.copyfileobj(f, z)
+
+
+def save(out: Path, state: Path) -> int:
+    n = 0
+    for rel in kept(out):
+        src, dst = out / rel, state / rel
+        if rel.suffix == ".csv" and src.stat().st_size > GZIP_ABOVE:
+            dst = dst.with_name(dst.name + ".gz")
+            if dst.exists() and gzip.decompress(dst.read_bytes()) == src.read_bytes():
+                continue
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            _gzip(src, dst)
+        else:
+            if dst.exists() and filecmp.cmp(src, dst, shallow=False):
+                continue
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dst)
+        n += 1
+    return n
+
+
+def restore(state: Path, out: Path) -> int:
+    n = 0
+    for rel in kept(state, gz=True):
+        src, dst = state / rel, out / rel
+        if rel.suffix == ".gz":
+            dst = dst.with_suffix("")
+        if dst.exists():
+            continue
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        if rel.suffix == ".gz":
+            dst.write_bytes(gzip.decompress(src.read_bytes()))
+        else:
+            shutil.copy2(src, dst)
+        n += 1
+    return n
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("action", choices=["save", "restore"])
+    ap.add_argument("src", type=Path)
+    ap.add_argument("dst", type=Path)
+    args = ap.parse_args(argv)
+    if not args.src.is_dir():
+        if args.action == "restore":
+            return 0  # nothing kept yet: a first run
+        print(f"protocol_state: {args.src} is not a folder", file=sys.stderr)
+        return 2
+    n = (save if args.action == "save" else restore)(args.src, args.dst)
+    print(f"protocol_state {args.action}: {n} file(s) {args.src} -> {args.dst}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
