@@ -19,7 +19,14 @@
 # from elsewhere must have been pretrained on that split (seed 0, 0.7/0.15/0.15: the default),
 # or the benchmark refuses them before its first run.
 #
-# Environment: DATA, UNLABELED, SSL (the ssl-derm command); for a quick proof on small data:
+# Across machines: the small files a later session needs (split, pretraining settings, every
+# fine-tuning run's metrics.json and config) are saved to STATE (default
+# docs/benchmarks/ham10000_cpu/segmentation_state; commit it) every 10 minutes and at the end,
+# and restored from it first; a pretraining checkpoint that is not on this machine is
+# pretrained again (deterministic on a CPU), and a run whose init weights differ is redone.
+#
+# Environment: DATA, UNLABELED, STATE, SSL (the ssl-derm command), PY (its python); for a quick
+# proof on small data:
 #   IMAGE_SIZE (96), SEEDS (2), FRACTIONS (0.1,1.0), PRETRAIN_EPOCHS_SCRATCH (2),
 #   PRETRAIN_EPOCHS_IMAGENET (2), PRETRAIN_MAX_STEPS (-1: epochs decide), MAX_STEPS (-1),
 #   EXTRA (more benchmark flags, e.g. "--batch-size 16 --set min_steps=0")
@@ -40,8 +47,15 @@ FRACTIONS=${FRACTIONS:-0.1,1.0}
 PRETRAIN_MAX_STEPS=${PRETRAIN_MAX_STEPS:--1}
 MAX_STEPS=${MAX_STEPS:--1}
 EXTRA=${EXTRA:-}
+PY=${PY:-python}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
+STATE=${STATE:-$ROOT/docs/benchmarks/ham10000_cpu/segmentation_state}
 mkdir -p "$OUT"
+save() { $PY "$ROOT/scripts/protocol_state.py" save "$OUT" "$STATE" > /dev/null; }
+$PY "$ROOT/scripts/protocol_state.py" restore "$STATE" "$OUT"
+( while sleep 600; do save; done ) &
+SAVER=$!
+trap 'kill $SAVER 2>/dev/null; save' EXIT
 
 # One lesion-grouped split for pretraining and fine-tuning (the default one: seed 0).
 SPLIT="$OUT/split/splits.csv"
@@ -53,13 +67,14 @@ fi
 # unlabelled archive (its copies of validation/test images are dropped), resumable.
 pretrain() {
   local dir="$OUT/pretrain/$1"
-  if [ -f "$dir/DONE" ]; then echo "pretrain $1: done"; return; fi
+  if [ -f "$dir/DONE" ] && [ -f "$dir/ssl.ckpt" ]; then echo "pretrain $1: done"; return; fi
   local again=--overwrite
   [ -f "$dir/checkpoints/last.ckpt" ] && again=--resume
   $SSL pretrain --config "$ROOT/configs/pretrain/ham10000_cpu.yaml" --task context_restore --init "$2" \
     --epochs "$3" --lr "$4" --max-steps "$PRETRAIN_MAX_STEPS" --image-size "$IMAGE_SIZE" \
     --data "$DATA" --splits "$SPLIT" --unlabeled "$UNLABELED" --out "$dir" $again --no-progress
   touch "$dir/DONE"
+  save
 }
 
 if [ -z "$CR_SCRATCH" ]; then
