@@ -12,7 +12,8 @@
 #               profile's batch), on the training split plus the unlabelled archive (its
 #               copies of validation/test images dropped).
 #  3. probe     frozen encoders on the *validation* split: kNN and linear probe, with
-#               bootstrap intervals (scripts/knn_probe.py) -> OUT/screening/.
+#               bootstrap intervals (scripts/knn_probe.py; each encoder probed right after its
+#               pretraining, its predictions kept in OUT/screening/probe_cache) -> OUT/screening/.
 #  4. choose    the best scratch encoder and the best CONTINUED ImageNet-continued ones by
 #               validation linear probe, BatchNorm statistics re-estimated on training images
 #               as fine-tuning will (scripts/choose_inits.py) -> OUT/screening/chosen.json.
@@ -101,9 +102,15 @@ pretrain() {
   fi
   echo "$sha" > "$dir/encoder_sha256"
   [ -f "$dir/wall_s" ] && [ -f "$dir/DONE" ] || echo $(( $(date +%s) - start )) > "$dir/wall_s"
-  [ "$(cat "$dir/DONE" 2>/dev/null)" = "$settings" ] || echo "$settings" > "$dir/DONE"  # (mtime: probe staleness)
+  echo "$settings" > "$dir/DONE"
   stamp "pretrained $name ($steps steps, $(( $(date +%s) - start )) s)"
+  probe "$dir/ssl.ckpt"  # probed at once: its predictions are kept, the checkpoint need not be
   save
+}
+CACHE="$OUT/screening/probe_cache"
+# probe INIT...: frozen-encoder kNN and linear probe on the validation split, into CACHE
+probe() {
+  $PY "$ROOT/scripts/knn_probe.py" --data "$DATA" --splits "$SPLIT" --image-size "$SIZE" --inits "$@" --cache "$CACHE"
 }
 screen() {  # every task from both inits; NEED=1 also pretrains again what this machine lacks
   ckpts=(); names=()
@@ -119,15 +126,16 @@ screen() {  # every task from both inits; NEED=1 also pretrains again what this 
 }
 screen
 
-# 3. probe on validation (once per set of screened checkpoints)
+# 3. probe on validation: every screened encoder was probed as it was pretrained; one that
+# was not (interrupted between the two) is pretrained again if need be, then probed
+for spec in "${names[@]}"; do
+  read -r name task init steps lr <<< "$spec"
+  if [ ! -f "$CACHE/$name.json" ]; then NEED=1 pretrain "$name" "$task" "$init" "$steps" "$lr"; probe "$OUT/pretrain/$name/ssl.ckpt"; fi
+done
 PROBE="$OUT/screening/probe.json"
-if [ ! -f "$PROBE" ] || [ -n "$(find "$OUT/pretrain" -name DONE -newer "$PROBE")" ]; then
-  NEED=1 screen  # the probe reads every screened encoder
-  $PY "$ROOT/scripts/knn_probe.py" --data "$DATA" --splits "$SPLIT" --image-size "$SIZE" \
-    --inits imagenet random "${ckpts[@]}" --out "$PROBE"
-  stamp "probed ${#ckpts[@]} encoders"
-  save
-fi
+$PY "$ROOT/scripts/knn_probe.py" --data "$DATA" --splits "$SPLIT" --image-size "$SIZE" \
+  --inits imagenet random "${ckpts[@]}" --cache "$CACHE" --out "$PROBE"
+save
 ln -sfn ../pretrain "$OUT/screening/pretrain"  # screen_table.py reads each run's wall_s there
 $PY "$ROOT/scripts/screen_table.py" "$OUT/screening" > "$OUT/screening/screening.md"
 

@@ -13,8 +13,8 @@ against the recorded fingerprint; a fine-tuning run with metrics.json is never r
     python scripts/protocol_state.py restore STATE OUT   # before the next one
 
 ``save`` copies every kept file of OUT that is new or changed into STATE; ``restore``
-copies every file of STATE that OUT lacks (nothing in OUT is overwritten). Tables above
-100 kB are kept gzipped. Symbolic links (and what lies under them) and files above 2 MB
+copies every file of STATE that OUT lacks (nothing in OUT is overwritten). Tables and
+JSON files above 100 kB are kept gzipped. Symbolic links (and what lies under them) and files above 2 MB
 are never copied.
 """
 
@@ -31,7 +31,7 @@ KEEP_NAMES = {"DONE", "wall_s", "wall.log", "encoder_sha256"}
 KEEP_SUFFIXES = {".json", ".csv", ".md", ".yaml", ".png", ".txt"}
 SKIP_DIRS = {"tensorboard", "checkpoints", "cache", "masks", "__pycache__"}
 MAX_BYTES = 2_000_000
-GZIP_ABOVE = 100_000  # bytes: split and prediction tables are kept gzipped
+GZIP_ABOVE = 100_000  # bytes: split and prediction tables, per-image metrics, are kept gzipped
 
 
 def kept(root: Path, gz: bool = False) -> list[Path]:
@@ -44,7 +44,7 @@ def kept(root: Path, gz: bool = False) -> list[Path]:
             continue
         if any((root / Path(*rel.parts[:i])).is_symlink() for i in range(1, len(rel.parts))):
             continue
-        name = path.name[:-3] if gz and path.name.endswith(".csv.gz") else path.name
+        name = path.name[:-3] if gz and path.name.endswith((".csv.gz", ".json.gz")) else path.name
         if (name in KEEP_NAMES or Path(name).suffix in KEEP_SUFFIXES) and path.stat().st_size <= MAX_BYTES:
             files.append(rel)
     return files
@@ -61,7 +61,7 @@ def save(out: Path, state: Path) -> int:
     n = 0
     for rel in kept(out):
         src, dst = out / rel, state / rel
-        if rel.suffix == ".csv" and src.stat().st_size > GZIP_ABOVE:
+        if rel.suffix in (".csv", ".json") and src.stat().st_size > GZIP_ABOVE:
             dst = dst.with_name(dst.name + ".gz")
             if dst.exists() and gzip.decompress(dst.read_bytes()) == src.read_bytes():
                 continue
