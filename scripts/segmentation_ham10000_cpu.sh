@@ -12,7 +12,7 @@
 #
 # Inits compared: random, imagenet, and each context-restoration checkpoint twice: encoder only
 # (PATH:encoder, named context_restore / imagenet+context_restore) and encoder + restored U-Net
-# decoder (PATH:decoder, named ...+decoder). Label fractions 0.1 and 1.0, 2 seeds, 96 px, the
+# decoder (PATH:decoder, named ...+decoder). Label fractions 0.1 and 1.0, 2 seeds, 64 px, the
 # fine-tuning settings of configs/benchmark/ham10000_cpu.yaml (class weights and focal loss do
 # not apply to segmentation). Pretraining and fine-tuning share one lesion-grouped split
 # (OUT/split/splits.csv), so no validation or test image is pretrained on; checkpoints given
@@ -27,7 +27,7 @@
 #
 # Environment: DATA, UNLABELED, STATE, SSL (the ssl-derm command), PY (its python); for a quick
 # proof on small data:
-#   IMAGE_SIZE (96), SEEDS (2), FRACTIONS (0.1,1.0), PRETRAIN_EPOCHS_SCRATCH (2),
+#   IMAGE_SIZE (64), SEEDS (2), FRACTIONS (0.1,1.0), PRETRAIN_EPOCHS_SCRATCH (2),
 #   PRETRAIN_EPOCHS_IMAGENET (2), PRETRAIN_MAX_STEPS (-1: epochs decide), MAX_STEPS (-1),
 #   EXTRA (more benchmark flags, e.g. "--batch-size 16 --set min_steps=0")
 # e.g. the bundled sample in a few minutes:
@@ -41,7 +41,7 @@ CR_IMAGENET=${3:-${CR_IMAGENET:-}}
 DATA=${DATA:-../shared/data/ham10000}
 UNLABELED=${UNLABELED:-../shared/data/isic_unlabeled.zip}
 SSL=${SSL:-ssl-derm}
-IMAGE_SIZE=${IMAGE_SIZE:-96}
+IMAGE_SIZE=${IMAGE_SIZE:-64}
 SEEDS=${SEEDS:-2}
 FRACTIONS=${FRACTIONS:-0.1,1.0}
 PRETRAIN_MAX_STEPS=${PRETRAIN_MAX_STEPS:--1}
