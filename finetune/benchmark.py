@@ -207,6 +207,24 @@ def per_image_scores(
     return np.array([r["image"] for r in per]), np.array([r[kind.plot_metric] for r in per]), None
 
 
+def _aligned(pairs: list[tuple[tuple[Path, str], tuple[Path, str]]], kind: Kind, what: str) -> tuple:
+    """Per-image scores of each ``((run, predictions file), (run, predictions file))`` pair,
+    as two lists of rows over the same test images, and their class labels. Pairs where a
+    side kept no scores are left out; test images that differ are an error naming ``what``."""
+    a, b, labels, images = [], [], None, None
+    for (run_a, file_a), (run_b, file_b) in pairs:
+        x, y = per_image_scores(run_a, kind, file_a), per_image_scores(run_b, kind, file_b)
+        if x is None or y is None:
+            continue
+        if images is None:
+            images, labels = x[0], x[2]
+        if not (np.array_equal(x[0], images) and np.array_equal(y[0], images)):
+            raise UserError(f"{what} were tested on different images")
+        a.append(x[1])
+        b.append(y[1])
+    return a, b, labels
+
+
 def paired_comparisons(rows: list[dict], kind: Kind) -> pd.DataFrame:
     """Each init against each baseline of ``BASELINES`` in the benchmark (and ``X+decoder``
     against ``X``, its encoder alone), per label fraction and fold: the mean difference of the
@@ -225,17 +243,9 @@ def paired_comparisons(rows: list[dict], kind: Kind) -> pd.DataFrame:
             theirs = runs.get((base, frac, fold))
             if base == init or theirs is None:
                 continue
-            a, b, labels, images = [], [], None, None
-            for s in sorted(set(mine) & set(theirs)):
-                x, y = per_image_scores(mine[s], kind), per_image_scores(theirs[s], kind)
-                if x is None or y is None:
-                    continue
-                if images is None:
-                    images, labels = x[0], x[2]
-                if not (np.array_equal(x[0], images) and np.array_equal(y[0], images)):
-                    raise UserError(f"{init} and {base} (seed {s}) were tested on different images")
-                a.append(x[1])
-                b.append(y[1])
+            seeds = sorted(set(mine) & set(theirs))
+            pairs = [((mine[s], PREDICTIONS), (theirs[s], PREDICTIONS)) for s in seeds]
+            a, b, labels = _aligned(pairs, kind, f"the runs of {init} and {base}")
             if not a:
                 continue
             result = paired_bootstrap(np.stack(a), np.stack(b), labels)
@@ -255,17 +265,8 @@ def tta_comparisons(rows: list[dict]) -> pd.DataFrame:
             groups.setdefault((r["init"], r["label_fraction"], r["fold"]), []).append(Path(r["_run"]))
     out = []
     for (init, frac, fold), runs in groups.items():
-        plain, tta, labels, images = [], [], None, None
-        for run in runs:
-            x, y = per_image_scores(run, kind), per_image_scores(run, kind, PREDICTIONS_TTA)
-            if x is None or y is None:
-                continue
-            if images is None:
-                images, labels = x[0], x[2]
-            if not (np.array_equal(x[0], images) and np.array_equal(y[0], images)):
-                raise UserError(f"{init}: the runs of label fraction {frac:g} were tested on different images")
-            plain.append(x[1])
-            tta.append(y[1])
+        pairs = [((run, PREDICTIONS_TTA), (run, PREDICTIONS)) for run in runs]
+        tta, plain, labels = _aligned(pairs, kind, f"the runs of {init} at label fraction {frac:g}")
         if not plain:
             continue
         ones = np.ones((1, len(labels)))
