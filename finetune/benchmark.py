@@ -335,14 +335,12 @@ def run_key(run_cfg: FinetuneConfig, init_fingerprint: str) -> str:
     return hashlib.sha1(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def _current(metrics_file: Path, table: pd.DataFrame, key: str | None = None) -> bool:
+def _current(metrics_file: Path, table: pd.DataFrame, key: str) -> bool:
     """A finished run counts only if this ssl-derm's checkpoint format wrote it (older ones
-    had no leak checks), it was validated and tested on this benchmark's split and, with
-    ``key``, it trained what this benchmark would train (``run_key``)."""
+    had no leak checks), it trained what this benchmark would train (``key``: ``run_key``)
+    and it was validated and tested on this benchmark's split."""
     metrics = json.loads(metrics_file.read_text())
-    if metrics.get("format_version") != FORMAT_VERSION:
-        return False
-    if key is not None and metrics.get("run_key") != key:
+    if metrics.get("format_version") != FORMAT_VERSION or metrics.get("run_key") != key:
         return False
     split_file = metrics_file.parent / "splits.csv"
     if not split_file.is_file():

@@ -130,7 +130,8 @@ screen
 # was not (interrupted between the two) is pretrained again if need be, then probed
 for spec in "${names[@]}"; do
   read -r name task init steps lr <<< "$spec"
-  if [ ! -f "$CACHE/$name.json" ]; then NEED=1 pretrain "$name" "$task" "$init" "$steps" "$lr"; probe "$OUT/pretrain/$name/ssl.ckpt"; fi
+  [ -f "$CACHE/$name.json" ] || NEED=1 pretrain "$name" "$task" "$init" "$steps" "$lr"  # (pretrain probes)
+  [ -f "$CACHE/$name.json" ] || probe "$OUT/pretrain/$name/ssl.ckpt"  # its checkpoint was there, unprobed
 done
 PROBE="$OUT/screening/probe.json"
 $PY "$ROOT/scripts/knn_probe.py" --data "$DATA" --splits "$SPLIT" --image-size "$SIZE" \
