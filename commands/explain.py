@@ -243,11 +243,15 @@ def _load_mask(folder: Path | None, name: str, size: int, resize: str) -> np.nda
     if folder is None:
         return None
     path = folder / f"{Path(name).stem}{MASK_SUFFIX}"
-    if not path.is_file():
-        return None
+    return read_mask(path, name, size, resize) if path.is_file() else None
+
+
+def read_mask(path: Path, image: str, size: int, resize: str) -> np.ndarray | None:
+    """The lesion mask file ``path`` of ``image``, aligned to the model's view of it
+    (``align_mask``); None, with a note, when it cannot be read."""
     try:
         with Image.open(path) as m:
-            return align_mask(m, size, resize, _image_size(name))
+            return align_mask(m, size, resize, _image_size(image))
     except (OSError, ValueError, Image.DecompressionBombError) as e:
         print(f"ssl-derm: note: mask {path} unreadable ({type(e).__name__}); skipped", file=sys.stderr)
         return None

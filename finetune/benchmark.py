@@ -30,9 +30,15 @@ from ssl_derm.finetune.report import METRICS, label_efficiency_plot, results_mar
 from ssl_derm.finetune.stats import balanced_accuracy_draws, format_interval, paired_bootstrap
 from ssl_derm.finetune.train import PREDICTIONS, PREDICTIONS_TTA, run_finetune, test_metrics
 
-from ssl_derm.checkpoint import FORMAT_VERSION, init_name, init_seen, weights_fingerprint
+from ssl_derm.checkpoint import FORMAT_VERSION, init_name, init_seen, load_checkpoint, weights_fingerprint
 from ssl_derm.config import BenchmarkConfig, FinetuneConfig, save_yaml, select_grid, to_dict
-from ssl_derm.data.labeled import LabeledData, labeled_from_config, prepare_labeled, write_splits_with_masks
+from ssl_derm.data.labeled import (
+    LabeledData,
+    attach_masks,
+    labeled_from_config,
+    prepare_labeled,
+    write_splits_with_masks,
+)
 from ssl_derm.data.leaks import check_split_by_content, check_unseen
 from ssl_derm.data.splits import make_folds, write_splits
 from ssl_derm.encoders import resolve_encoder_settings
@@ -133,14 +139,17 @@ def write_reports(rows: list[dict], out: Path, names: list[str], kind: Kind | No
     results.assign(run=runs).to_csv(out / "results.csv", index=False)  # run: the folder, under out
     paired = paired_comparisons(rows, kind)
     paired.to_csv(out / "paired.csv", index=False)
-    tta = ""
+    more = ""
     if kind is KINDS["classification"]:
         table = tta_comparisons(rows)
         if not table.empty:
             table.to_csv(out / "tta.csv", index=False)
-        tta = tta_markdown(table)
+        cam = cam_comparisons(rows)
+        if not cam.empty:
+            cam.to_csv(out / "cam_in_lesion.csv", index=False)
+        more = recall_markdown(rows) + tta_markdown(table) + cam_markdown(cam)
     (out / "results.md").write_text(
-        f"{kind.title}\n\n" + results_markdown(results, list(kind.metrics)) + paired_markdown(paired, kind) + tta
+        f"{kind.title}\n\n" + results_markdown(results, list(kind.metrics)) + paired_markdown(paired, kind) + more
     )
     label_efficiency_plot(results, out / "label_efficiency.png", kind.plot_metric, kind.plot_label)
     if kind is not KINDS["classification"]:
@@ -167,8 +176,6 @@ def ensure_predictions(run: Path, lab: LabeledData, tta: bool = False) -> None:
     whose test split was never scored is left alone (test is scored once, by the benchmark)."""
     from ssl_derm.finetune.evaluate import load_classifier
 
-    from ssl_derm.checkpoint import load_checkpoint
-
     missing = [f for f in (PREDICTIONS, *([PREDICTIONS_TTA] if tta else [])) if not (run / f).is_file()]
     if not missing or not (run / "model.ckpt").is_file():
         return
@@ -183,6 +190,54 @@ def ensure_predictions(run: Path, lab: LabeledData, tta: bool = False) -> None:
         test_metrics(model, lab, ckpt["normalization"], device, run, tta=name == PREDICTIONS_TTA)
 
 
+CAM_FILE = "test_cam_in_lesion.csv"
+
+
+def ensure_cam_in_lesion(run: Path, lab: LabeledData, data=None) -> None:
+    """Where does a finished classification run look? For each test image, the share of the
+    Grad-CAM mass of its predicted class (the encoder's last stage, ``explain.compute_cams``)
+    inside the HAM10000 lesion mask, with the two baselines of ``ssl-derm explain``: the
+    lesion's share of the image (a uniform map's score) and a map peaked at the centre.
+    Written once to ``test_cam_in_lesion.csv`` from ``model.ckpt`` and ``test_predictions.csv``
+    (nothing when either is gone); an image without a mask gets empty cells."""
+    from ssl_derm.commands.explain import cam_in_lesion, centre_map, compute_cams, read_mask
+    from ssl_derm.finetune.evaluate import load_classifier
+
+    from ssl_derm.data import ImagePipeline
+
+    if (run / CAM_FILE).is_file() or not (run / "model.ckpt").is_file() or not (run / PREDICTIONS).is_file():
+        return
+    ckpt = load_checkpoint(run / "model.ckpt")
+    size = ckpt["image_size"]
+    if size != lab.bank.image_size:
+        return
+    rows = attach_masks(lab.rows("test"), data)
+    if (rows["mask"] == "").all():
+        return
+    probs = pd.read_csv(run / PREDICTIONS)
+    if list(probs["image"]) != list(rows["image"]):
+        raise UserError(f"{run / PREDICTIONS}: not the test split of this benchmark")
+    predicted = probs[list(lab.classes)].to_numpy().argmax(1)
+    model, ckpt = load_classifier(run / "model.ckpt", ckpt)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    images = lab.bank.gather(lab.indices("test"))
+    cams = compute_cams(model, images, predicted, ImagePipeline(ckpt["normalization"]), "gradcam", device)
+    resize, centre, out = ckpt["config"].get("resize", "crop"), centre_map(size), []
+    for (image, label, mask_file), cam, pred in zip(rows[["image", "label", "mask"]].to_numpy(), cams, predicted):
+        mask = read_mask(Path(mask_file), image, size, resize) if mask_file else None
+        out.append(
+            {
+                "image": image,
+                "label": label,
+                "predicted": lab.classes[pred],
+                "cam_in_lesion": cam_in_lesion(cam, mask) if mask is not None else np.nan,
+                "lesion_area": float(mask.mean()) if mask is not None else np.nan,
+                "centre_in_lesion": cam_in_lesion(centre, mask) if mask is not None else np.nan,
+            }
+        )
+    pd.DataFrame(out).to_csv(run / CAM_FILE, index=False, float_format="%.4g")
+
+
 def per_image_scores(
     run: Path, kind: Kind, predictions: str = PREDICTIONS
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None] | None:
@@ -195,6 +250,8 @@ def per_image_scores(
         if not path.is_file():
             return None
         table = pd.read_csv(path).sort_values("image", kind="stable")
+        if predictions == CAM_FILE:  # Grad-CAM mass inside the lesion; NaN where there is no mask
+            return table["image"].to_numpy(), table["cam_in_lesion"].to_numpy(float), None
         classes = [c for c in table.columns if c not in ("image", "label")]
         lookup = {c: i for i, c in enumerate(classes)}
         labels = table["label"].map(lookup).to_numpy()
@@ -225,6 +282,22 @@ def _aligned(pairs: list[tuple[tuple[Path, str], tuple[Path, str]]], kind: Kind,
     return a, b, labels
 
 
+def _versus(runs: dict[tuple, dict[int, Path]], group: tuple, bases, file: str, kind: Kind):
+    """``(baseline, a, b, labels)`` for each of ``bases`` that ran the label fraction and fold
+    of ``group`` (init, fraction, fold): the per-image scores in ``file`` of the seeds both
+    kept, stacked ``[S, N]`` (``_aligned``)."""
+    init, frac, fold = group
+    mine = runs[group]
+    for base in bases:
+        theirs = runs.get((base, frac, fold))
+        if base == init or theirs is None:
+            continue
+        pairs = [((mine[s], file), (theirs[s], file)) for s in sorted(set(mine) & set(theirs))]
+        a, b, labels = _aligned(pairs, kind, f"the runs of {init} and {base}")
+        if a:
+            yield base, np.stack(a), np.stack(b), labels
+
+
 def paired_comparisons(rows: list[dict], kind: Kind) -> pd.DataFrame:
     """Each init against each baseline of ``BASELINES`` in the benchmark (and ``X+decoder``
     against ``X``, its encoder alone), per label fraction and fold: the mean difference of the
@@ -236,19 +309,11 @@ def paired_comparisons(rows: list[dict], kind: Kind) -> pd.DataFrame:
         if "_run" in r:
             runs.setdefault((r["init"], r["label_fraction"], r["fold"]), {})[r["seed"]] = Path(r["_run"])
     out = []
-    for (init, frac, fold), mine in runs.items():
+    for init, frac, fold in runs:
         # a restored decoder is also judged against the same encoder alone
         decoder_of = [init.removesuffix("+decoder")] if init.endswith("+decoder") else []
-        for base in (*BASELINES, *decoder_of):
-            theirs = runs.get((base, frac, fold))
-            if base == init or theirs is None:
-                continue
-            seeds = sorted(set(mine) & set(theirs))
-            pairs = [((mine[s], PREDICTIONS), (theirs[s], PREDICTIONS)) for s in seeds]
-            a, b, labels = _aligned(pairs, kind, f"the runs of {init} and {base}")
-            if not a:
-                continue
-            result = paired_bootstrap(np.stack(a), np.stack(b), labels)
+        for base, a, b, labels in _versus(runs, (init, frac, fold), (*BASELINES, *decoder_of), PREDICTIONS, kind):
+            result = paired_bootstrap(a, b, labels)
             out.append({"init": init, "baseline": base, "label_fraction": frac, "fold": fold, **result})
     columns = ["init", "baseline", "label_fraction", "fold", "diff", "lo", "hi", "seeds", "images", "verdict"]
     return pd.DataFrame(out, columns=columns)
@@ -277,19 +342,105 @@ def tta_comparisons(rows: list[dict]) -> pd.DataFrame:
     return pd.DataFrame(out, columns=columns)
 
 
+def cam_comparisons(rows: list[dict]) -> pd.DataFrame:
+    """Where each init's fine-tuned models look, per label fraction and fold, from the runs
+    that kept ``test_cam_in_lesion.csv``: the mean share of the Grad-CAM mass inside the
+    lesion (mean ± std over seeds), the lesion's area share (chance) and the centre map's
+    score; and each init against each baseline of ``BASELINES``, paired over the test
+    images with a mask and the seeds both kept (``stats.paired_bootstrap`` of the means)."""
+    kind = KINDS["classification"]
+    runs: dict[tuple, dict[int, Path]] = {}
+    for r in rows:
+        if "_run" in r and (Path(r["_run"]) / CAM_FILE).is_file():
+            runs.setdefault((r["init"], r["label_fraction"], r["fold"]), {})[r["seed"]] = Path(r["_run"])
+    out = []
+    for (init, frac, fold), mine in runs.items():
+        tables = [pd.read_csv(run / CAM_FILE) for run in mine.values()]
+        per_seed = [t["cam_in_lesion"].mean() for t in tables]
+        row = {
+            "init": init,
+            "label_fraction": frac,
+            "fold": fold,
+            "seeds": len(tables),
+            "cam_in_lesion": float(np.mean(per_seed)),
+            "cam_std": float(np.std(per_seed)),
+            "lesion_area": float(tables[0]["lesion_area"].mean()),
+            "centre_in_lesion": float(tables[0]["centre_in_lesion"].mean()),
+        }
+        for base, a, b, _ in _versus(runs, (init, frac, fold), BASELINES, CAM_FILE, kind):
+            keep = np.isfinite(a).all(0) & np.isfinite(b).all(0)  # images with a mask and a non-empty map
+            result = paired_bootstrap(a[:, keep], b[:, keep])
+            row.update({f"vs_{base}": result["diff"], f"vs_{base}_lo": result["lo"], f"vs_{base}_hi": result["hi"]})
+        out.append(row)
+    columns = ["init", "label_fraction", "fold", "seeds", "cam_in_lesion", "cam_std", "lesion_area", "centre_in_lesion"]
+    columns += [f"vs_{b}{end}" for b in BASELINES for end in ("", "_lo", "_hi")]
+    return pd.DataFrame(out, columns=columns)
+
+
+def cam_markdown(cam: pd.DataFrame) -> str:
+    if cam.empty:
+        return ""
+    lines = _section(
+        "Grad-CAM mass inside the lesion",
+        "Per test image, the share of the Grad-CAM map of the predicted class (the encoder's last stage) "
+        "inside the lesion mask; mean over images, then mean ± std over seeds. A uniform map scores the "
+        "lesion's area share (chance), a fixed map peaked at the image centre the next column. Differences "
+        "to the baselines with a 95% bootstrap interval over images and seeds; one that contains zero is a tie.",
+        "init, label fraction, fold, seeds, CAM in lesion, chance, centre map, vs imagenet [95% CI], "
+        "vs random [95% CI]",
+    )
+
+    def versus(r: dict, base: str) -> str:
+        d, lo, hi = (r[f"vs_{base}{end}"] for end in ("", "_lo", "_hi"))
+        if pd.isna(d):
+            return "–"
+        return f"{d:+.3f} [{lo:+.3f}, {hi:+.3f}]" + (" tie" if lo <= 0 <= hi else "")
+
+    for r in cam.sort_values(["label_fraction", "init"]).to_dict("records"):
+        lines.append(
+            f"| {r['init']} | {r['label_fraction']:g} | {r['fold']} | {r['seeds']} | {r['cam_in_lesion']:.3f} ± "
+            f"{r['cam_std']:.3f} | {r['lesion_area']:.3f} | {r['centre_in_lesion']:.3f} | {versus(r, 'imagenet')} | "
+            f"{versus(r, 'random')} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def recall_markdown(rows: list[dict]) -> str:
+    """Test recall of every class, mean ± std over seeds, per init and label fraction (from
+    the runs' confusion matrices): where an init's balanced accuracy comes from."""
+    groups: dict[tuple, list[np.ndarray]] = {}
+    labels: list[str] = []
+    for r in rows:
+        cm = r.get("confusion_matrix")
+        if not cm:
+            continue
+        matrix = np.asarray(cm["matrix"], float)
+        labels = list(cm["labels"])
+        recall = np.diag(matrix) / np.maximum(matrix.sum(1), 1)
+        groups.setdefault((r["label_fraction"], r["fold"], r["init"]), []).append(recall)
+    if not groups:
+        return ""
+    lines = _section(
+        "Recall per class",
+        "Test recall of each class, mean ± std over seeds: where each init's balanced accuracy comes from.",
+        ["init", "label fraction", "fold", "seeds", *labels],
+    )
+    for (frac, fold, init), recalls in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1], kv[0][2])):
+        m, sd = np.mean(recalls, 0), np.std(recalls, 0)
+        cells = " | ".join(f"{a:.2f} ± {b:.2f}" for a, b in zip(m, sd))
+        lines.append(f"| {init} | {frac:g} | {fold} | {len(recalls)} | {cells} |")
+    return "\n".join(lines) + "\n"
+
+
 def tta_markdown(tta: pd.DataFrame) -> str:
     if tta.empty:
         return ""
-    lines = [
-        "",
-        "## Test-time augmentation (the 8 flips and 90-degree rotations)",
-        "",
+    lines = _section(
+        "Test-time augmentation (the 8 flips and 90-degree rotations)",
         "Test balanced accuracy of the same models without and with TTA, mean over seeds; the gain "
         "with a 95% bootstrap interval over test images and seeds. An interval that contains zero is a tie.",
-        "",
-        "| init | label fraction | fold | seeds | test BA | with TTA | gain [95% CI] | verdict |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- |",
-    ]
+        "init, label fraction, fold, seeds, test BA, with TTA, gain [95% CI], verdict",
+    )
     for r in tta.sort_values(["label_fraction", "init"]).to_dict("records"):
         lines.append(
             f"| {r['init']} | {r['label_fraction']:g} | {r['fold']} | {r['seeds']} | {r['plain']:.3f} | "
@@ -298,20 +449,31 @@ def tta_markdown(tta: pd.DataFrame) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _section(title: str, text: str, columns: str | list[str]) -> list[str]:
+    """The opening lines of a results.md section: its title, what it shows, and the header
+    of its table (``columns``: a list, or a string of names separated by ", ")."""
+    names = columns.split(", ") if isinstance(columns, str) else columns
+    return [
+        "",
+        f"## {title}",
+        "",
+        text,
+        "",
+        "| " + " | ".join(names) + " |",
+        "| " + " | ".join("---" for _ in names) + " |",
+    ]
+
+
 def paired_markdown(paired: pd.DataFrame, kind: Kind) -> str:
     if paired.empty:
         return ""
     metric = "balanced accuracy" if kind is KINDS["classification"] else "Dice"
-    lines = [
-        "",
-        f"## Paired differences in test {metric}",
-        "",
+    lines = _section(
+        f"Paired differences in test {metric}",
         "Mean over the seeds both inits ran; 95% bootstrap interval over test images and seeds "
         "(the same draws for both). An interval that contains zero is a tie.",
-        "",
-        "| init | vs | label fraction | fold | seeds | difference [95% CI] | verdict |",
-        "| --- | --- | --- | --- | --- | --- | --- |",
-    ]
+        "init, vs, label fraction, fold, seeds, difference [95% CI], verdict",
+    )
     for r in paired.sort_values(["baseline", "label_fraction", "init"]).to_dict("records"):
         lines.append(
             f"| {r['init']} | {r['baseline']} | {r['label_fraction']:g} | {r['fold']} | {r['seeds']} | "
@@ -486,6 +648,8 @@ def run_benchmark(cfg: BenchmarkConfig, overwrite: bool = False, resume: bool = 
         }
         if kind is KINDS["classification"]:
             ensure_predictions(run, fold["lab"], tta=cfg.tta)
+            if cfg.cam_in_lesion:
+                ensure_cam_in_lesion(run, fold["lab"], cfg.data)
         if "confusion_matrix" in m:
             row["confusion_matrix"] = m["confusion_matrix"]
         rows.append(row)

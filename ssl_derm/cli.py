@@ -312,6 +312,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="also keep each run's test predictions with the 8 flips and 90-degree rotations "
         "(test_predictions_tta.csv) and report TTA's gain per init with a paired interval (classification)",
     )
+    bm.add_argument(
+        "--cam-in-lesion",
+        dest="cam_in_lesion",
+        action="store_true",
+        default=None,
+        help="also keep, per test image, the share of each run's Grad-CAM map inside the lesion mask "
+        "(test_cam_in_lesion.csv; data with masks/) and compare the inits with paired intervals (classification)",
+    )
     _engine_flags(bm, "labelled source (default: bundled sample)")
     _finetune_flags(bm)
 

@@ -204,6 +204,7 @@ class BenchmarkConfig(FinetuneConfig):
     select_on: str = "none"  # val: per init, fraction and fold, the select_grid point with the best val score
     select_grid: str = "encoder_lr=0.0001,0.0003,0.001;freeze_epochs=0,1"  # key=v1,v2;key=...
     tta: bool = False  # also keep each run's test predictions with the 8 dihedral views, and compare
+    cam_in_lesion: bool = False  # also keep each run's Grad-CAM mass inside the lesion per test image, and compare
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -276,6 +276,35 @@ def test_finetune_evaluate_benchmark_end_to_end(pretrained, tmp_path, capsys):
         assert np.isclose(r.diff, r.tta - r.plain) and r.lo <= r.diff <= r.hi
     assert "## Test-time augmentation" in (bm / "results.md").read_text()
 
+    # recall per class in results.md: each run's recall, from its metrics
+    report = (bm / "results.md").read_text()
+    assert "## Recall per class" in report
+    run = bm / results["run"].iloc[0]
+    per_class = json.loads((run / "metrics.json").read_text())["per_class"]
+    line = next(ln for ln in report.splitlines() if ln.startswith(f"| {results['init'].iloc[0]} | 0.5 | 0 | 1 |"))
+    cells = [c.strip() for c in line.strip("|").split("|")][4:]
+    assert [float(c.split(" ± ")[0]) for c in cells] == [round(v["recall"], 2) for v in per_class.values()]
+
+    # --cam-in-lesion: where each model looks, per test image, as ssl-derm explain measures it
+    assert main([*args, "--cam-in-lesion"]) == 0
+    assert capsys.readouterr().out.count("done, skipped") == 4
+    cams = pd.read_csv(run / "test_cam_in_lesion.csv")
+    assert len(cams) == test_rows and cams["lesion_area"].between(0, 1, inclusive="neither").all()
+    assert cams["cam_in_lesion"].dropna().between(0, 1).all() and cams["cam_in_lesion"].notna().sum() > 0
+    ex = tmp_path / "ex"
+    explain = ["explain", "--checkpoint", str(run / "model.ckpt"), "--split", "test", "--n", "0"]
+    assert main([*explain, "--out", str(ex), "--no-progress"]) == 0
+    theirs = pd.read_csv(ex / "explain.csv").set_index("image").loc[cams["image"]]
+    assert (theirs["predicted_label"].to_numpy() == cams["predicted"].to_numpy()).all()
+    assert np.allclose(theirs["cam_in_lesion"], cams["cam_in_lesion"], atol=1e-3, equal_nan=True)
+    assert np.allclose(theirs["lesion_area"], cams["lesion_area"], atol=1e-3)
+    table = pd.read_csv(bm / "cam_in_lesion.csv").set_index(["init", "label_fraction"])
+    row = table.loc[(results["init"].iloc[0], 0.5)]
+    assert np.isclose(row["cam_in_lesion"], cams["cam_in_lesion"].mean()) and row["seeds"] == 1
+    other = table.loc[("context_restore", 1.0)]
+    assert other["vs_random_lo"] <= other["vs_random"] <= other["vs_random_hi"]
+    assert "## Grad-CAM mass inside the lesion" in (bm / "results.md").read_text()
+
     # a run whose recorded settings or init weights differ from this benchmark's is run again
     first = bm / results["run"].iloc[0] / "metrics.json"
     first.write_text(json.dumps({**json.loads(first.read_text()), "run_key": "other settings"}))
