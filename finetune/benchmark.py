@@ -18,6 +18,7 @@ import dataclasses
 import hashlib
 import json
 import re
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -207,12 +208,16 @@ def ensure_cam_in_lesion(run: Path, lab: LabeledData, data=None) -> None:
 
     if (run / CAM_FILE).is_file() or not (run / "model.ckpt").is_file() or not (run / PREDICTIONS).is_file():
         return
+    rows = attach_masks(lab.rows("test"), data)
+    if (rows["mask"] == "").all():
+        print(f"{run}: no lesion masks for its test images, so no Grad-CAM mass inside the lesion", file=sys.stderr)
+        return
     ckpt = load_checkpoint(run / "model.ckpt")
     size = ckpt["image_size"]
     if size != lab.bank.image_size:
-        return
-    rows = attach_masks(lab.rows("test"), data)
-    if (rows["mask"] == "").all():
+        print(
+            f"{run}: trained at {size} px, not the benchmark's {lab.bank.image_size}: no CAM in lesion", file=sys.stderr
+        )
         return
     probs = pd.read_csv(run / PREDICTIONS)
     if list(probs["image"]) != list(rows["image"]):
@@ -251,7 +256,7 @@ def per_image_scores(
             return None
         table = pd.read_csv(path).sort_values("image", kind="stable")
         if predictions == CAM_FILE:  # Grad-CAM mass inside the lesion; NaN where there is no mask
-            return table["image"].to_numpy(), table["cam_in_lesion"].to_numpy(float), None
+            return table["image"].to_numpy(), _cam_scores(table), None
         classes = [c for c in table.columns if c not in ("image", "label")]
         lookup = {c: i for i, c in enumerate(classes)}
         labels = table["label"].map(lookup).to_numpy()
@@ -342,6 +347,18 @@ def tta_comparisons(rows: list[dict]) -> pd.DataFrame:
     return pd.DataFrame(out, columns=columns)
 
 
+def _cam_scores(table: pd.DataFrame) -> np.ndarray:
+    """Per image of a ``test_cam_in_lesion.csv``: the Grad-CAM mass inside the lesion, a map
+    that is all zero (it points nowhere) scored as a uniform one, at the lesion's area share;
+    NaN for an image without a mask."""
+    return table["cam_in_lesion"].fillna(table["lesion_area"]).to_numpy(float)
+
+
+def _std(values) -> float:
+    """The sample std over seeds (as ``results.md``'s ± std), 0 for one seed."""
+    return float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
+
+
 def cam_comparisons(rows: list[dict]) -> pd.DataFrame:
     """Where each init's fine-tuned models look, per label fraction and fold, from the runs
     that kept ``test_cam_in_lesion.csv``: the mean share of the Grad-CAM mass inside the
@@ -356,23 +373,29 @@ def cam_comparisons(rows: list[dict]) -> pd.DataFrame:
     out = []
     for (init, frac, fold), mine in runs.items():
         tables = [pd.read_csv(run / CAM_FILE) for run in mine.values()]
-        per_seed = [t["cam_in_lesion"].mean() for t in tables]
+        masked = tables[0]["lesion_area"].notna()  # the test images with a mask: the same for every run
+        if not masked.any():
+            continue
+        per_seed = [float(_cam_scores(t)[t["lesion_area"].notna()].mean()) for t in tables]
         row = {
             "init": init,
             "label_fraction": frac,
             "fold": fold,
             "seeds": len(tables),
+            "images": int(masked.sum()),
             "cam_in_lesion": float(np.mean(per_seed)),
-            "cam_std": float(np.std(per_seed)),
-            "lesion_area": float(tables[0]["lesion_area"].mean()),
-            "centre_in_lesion": float(tables[0]["centre_in_lesion"].mean()),
+            "cam_std": _std(per_seed),
+            "lesion_area": float(tables[0]["lesion_area"][masked].mean()),
+            "centre_in_lesion": float(tables[0]["centre_in_lesion"][masked].mean()),
         }
         for base, a, b, _ in _versus(runs, (init, frac, fold), BASELINES, CAM_FILE, kind):
-            keep = np.isfinite(a).all(0) & np.isfinite(b).all(0)  # images with a mask and a non-empty map
-            result = paired_bootstrap(a[:, keep], b[:, keep])
-            row.update({f"vs_{base}": result["diff"], f"vs_{base}_lo": result["lo"], f"vs_{base}_hi": result["hi"]})
+            keep = np.isfinite(a).all(0) & np.isfinite(b).all(0)  # the images with a mask
+            if keep.any():
+                result = paired_bootstrap(a[:, keep], b[:, keep])
+                row.update({f"vs_{base}": result["diff"], f"vs_{base}_lo": result["lo"], f"vs_{base}_hi": result["hi"]})
         out.append(row)
-    columns = ["init", "label_fraction", "fold", "seeds", "cam_in_lesion", "cam_std", "lesion_area", "centre_in_lesion"]
+    columns = ["init", "label_fraction", "fold", "seeds", "images", "cam_in_lesion", "cam_std", "lesion_area"]
+    columns += ["centre_in_lesion"]
     columns += [f"vs_{b}{end}" for b in BASELINES for end in ("", "_lo", "_hi")]
     return pd.DataFrame(out, columns=columns)
 
@@ -382,11 +405,13 @@ def cam_markdown(cam: pd.DataFrame) -> str:
         return ""
     lines = _section(
         "Grad-CAM mass inside the lesion",
-        "Per test image, the share of the Grad-CAM map of the predicted class (the encoder's last stage) "
-        "inside the lesion mask; mean over images, then mean ± std over seeds. A uniform map scores the "
-        "lesion's area share (chance), a fixed map peaked at the image centre the next column. Differences "
-        "to the baselines with a 95% bootstrap interval over images and seeds; one that contains zero is a tie.",
-        "init, label fraction, fold, seeds, CAM in lesion, chance, centre map, vs imagenet [95% CI], "
+        "Per test image with a lesion mask, the share of the Grad-CAM map of the predicted class (the "
+        "encoder's last stage) inside the lesion; mean over those images, then mean ± std over seeds. A "
+        "uniform map scores the lesion's area share (chance; an all-zero map, which points nowhere, is "
+        "scored so), a fixed map peaked at the image centre the next column. Differences to the baselines "
+        "over the same images and the seeds both ran, with a 95% bootstrap interval over images and seeds; "
+        "one that contains zero is a tie.",
+        "init, label fraction, fold, seeds, images, CAM in lesion, chance, centre map, vs imagenet [95% CI], "
         "vs random [95% CI]",
     )
 
@@ -398,7 +423,8 @@ def cam_markdown(cam: pd.DataFrame) -> str:
 
     for r in cam.sort_values(["label_fraction", "init"]).to_dict("records"):
         lines.append(
-            f"| {r['init']} | {r['label_fraction']:g} | {r['fold']} | {r['seeds']} | {r['cam_in_lesion']:.3f} ± "
+            f"| {r['init']} | {r['label_fraction']:g} | {r['fold']} | {r['seeds']} | {r['images']} | "
+            f"{r['cam_in_lesion']:.3f} ± "
             f"{r['cam_std']:.3f} | {r['lesion_area']:.3f} | {r['centre_in_lesion']:.3f} | {versus(r, 'imagenet')} | "
             f"{versus(r, 'random')} |"
         )
@@ -416,7 +442,8 @@ def recall_markdown(rows: list[dict]) -> str:
             continue
         matrix = np.asarray(cm["matrix"], float)
         labels = list(cm["labels"])
-        recall = np.diag(matrix) / np.maximum(matrix.sum(1), 1)
+        with np.errstate(invalid="ignore"):
+            recall = np.diag(matrix) / matrix.sum(1)  # NaN for a class the test part lacks
         groups.setdefault((r["label_fraction"], r["fold"], r["init"]), []).append(recall)
     if not groups:
         return ""
@@ -426,8 +453,10 @@ def recall_markdown(rows: list[dict]) -> str:
         ["init", "label fraction", "fold", "seeds", *labels],
     )
     for (frac, fold, init), recalls in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1], kv[0][2])):
-        m, sd = np.mean(recalls, 0), np.std(recalls, 0)
-        cells = " | ".join(f"{a:.2f} ± {b:.2f}" for a, b in zip(m, sd))
+        cells = " | ".join(
+            f"{np.mean(v):.2f} ± {_std(v):.2f}" if len(v) else "–"
+            for v in (c[np.isfinite(c)] for c in np.array(recalls).T)
+        )
         lines.append(f"| {init} | {frac:g} | {fold} | {len(recalls)} | {cells} |")
     return "\n".join(lines) + "\n"
 
@@ -549,9 +578,9 @@ class _Runner:
             return json.loads(done.read_text())
         print(label)
         if run_cfg.image_size != fold["size"]:  # an init checkpoint at another size: same splits, other pixels
-            key = (fold["splits"], run_cfg.image_size)
-            if key not in self.labs:
-                self.labs[key] = prepare_labeled(
+            data_key = (fold["splits"], run_cfg.image_size)
+            if data_key not in self.labs:
+                self.labs[data_key] = prepare_labeled(
                     None,
                     run_cfg.image_size,
                     splits=fold["splits"],
@@ -561,7 +590,7 @@ class _Runner:
                     masks=self.cfg.target == "segmentation",
                     skip_missing_masks=self.cfg.skip_missing_masks,
                 )
-            lab = self.labs[key]
+            lab = self.labs[data_key]
         run_finetune(run_cfg, overwrite=True, lab=lab)
         metrics = {**json.loads(done.read_text()), "run_key": key}
         done.write_text(json.dumps(metrics, indent=2))

@@ -281,7 +281,8 @@ def test_finetune_evaluate_benchmark_end_to_end(pretrained, tmp_path, capsys):
     assert "## Recall per class" in report
     run = bm / results["run"].iloc[0]
     per_class = json.loads((run / "metrics.json").read_text())["per_class"]
-    line = next(ln for ln in report.splitlines() if ln.startswith(f"| {results['init'].iloc[0]} | 0.5 | 0 | 1 |"))
+    recall = report.split("## Recall per class")[1].split("\n## ")[0].splitlines()
+    line = next(ln for ln in recall if ln.startswith(f"| {results['init'].iloc[0]} | 0.5 | 0 | 1 |"))
     cells = [c.strip() for c in line.strip("|").split("|")][4:]
     assert [float(c.split(" ± ")[0]) for c in cells] == [round(v["recall"], 2) for v in per_class.values()]
 
@@ -300,9 +301,11 @@ def test_finetune_evaluate_benchmark_end_to_end(pretrained, tmp_path, capsys):
     assert np.allclose(theirs["lesion_area"], cams["lesion_area"], atol=1e-3)
     table = pd.read_csv(bm / "cam_in_lesion.csv").set_index(["init", "label_fraction"])
     row = table.loc[(results["init"].iloc[0], 0.5)]
-    assert np.isclose(row["cam_in_lesion"], cams["cam_in_lesion"].mean()) and row["seeds"] == 1
+    assert np.isclose(row["cam_in_lesion"], cams["cam_in_lesion"].fillna(cams["lesion_area"]).mean())
+    assert row["seeds"] == 1 and row["images"] == test_rows
     other = table.loc[("context_restore", 1.0)]
     assert other["vs_random_lo"] <= other["vs_random"] <= other["vs_random_hi"]
+    assert np.isclose(other["vs_random"], other["cam_in_lesion"] - table.loc[("random", 1.0), "cam_in_lesion"])
     assert "## Grad-CAM mass inside the lesion" in (bm / "results.md").read_text()
 
     # a run whose recorded settings or init weights differ from this benchmark's is run again

@@ -1,0 +1,75 @@
+"""The benchmark's report tables from finished runs' per-image files: Grad-CAM mass inside
+the lesion (``cam_comparisons``) and recall per class (``recall_markdown``)."""
+
+import numpy as np
+import pandas as pd
+import pytest
+from ssl_derm.finetune.benchmark import CAM_FILE, cam_comparisons, cam_markdown, recall_markdown
+
+IMAGES = ["a.jpg", "b.jpg", "c.jpg", "d.jpg", "e.jpg"]
+AREA = [0.2, 0.4, 0.3, np.nan, 0.5]  # d.jpg has no mask
+
+
+def _run(tmp_path, init: str, seed: int, cams: list[float], area=AREA) -> dict:
+    run = tmp_path / init / f"seed{seed}"
+    run.mkdir(parents=True)
+    table = pd.DataFrame({"image": IMAGES, "cam_in_lesion": cams, "lesion_area": area, "centre_in_lesion": 0.6})
+    table.sample(frac=1, random_state=seed).to_csv(run / CAM_FILE, index=False)  # row order does not matter
+    return {"init": init, "label_fraction": 1.0, "fold": 0, "seed": seed, "_run": run}
+
+
+def test_cam_table_uses_one_image_set_and_scores_empty_maps_as_uniform(tmp_path):
+    rows = [
+        _run(tmp_path, "imagenet", 0, [0.5, 0.5, 0.5, np.nan, 0.5]),
+        _run(tmp_path, "imagenet", 1, [0.3, 0.3, np.nan, np.nan, 0.3]),  # c.jpg: an all-zero map
+        _run(tmp_path, "ssl", 0, [0.9, 0.7, 0.8, np.nan, 0.6]),
+        _run(tmp_path, "ssl", 1, [0.8, 0.8, 0.8, 0.1, 0.8]),
+    ]
+    table = cam_comparisons(rows).set_index("init")
+    assert (table["images"] == 4).all() and np.isclose(table.loc["ssl", "lesion_area"], np.mean([0.2, 0.4, 0.3, 0.5]))
+    imagenet = [0.5, np.mean([0.3, 0.3, 0.3, 0.3])]  # the empty map scores the lesion area, 0.3
+    ssl = [np.mean([0.9, 0.7, 0.8, 0.6]), 0.8]
+    assert np.isclose(table.loc["imagenet", "cam_in_lesion"], np.mean(imagenet))
+    assert np.isclose(table.loc["imagenet", "cam_std"], np.std(imagenet, ddof=1))
+    assert np.isclose(table.loc["ssl", "vs_imagenet"], np.mean(ssl) - np.mean(imagenet))
+    assert table.loc["ssl", "vs_imagenet_lo"] > 0  # ahead on every image of both seeds
+    assert np.isnan(table.loc["imagenet", "vs_imagenet"]) and np.isnan(table.loc["ssl", "vs_random"])
+    assert "| ssl | 1 | 0 | 2 | 4 |" in cam_markdown(cam_comparisons(rows))
+
+
+def test_cam_table_leaves_out_a_split_without_masks(tmp_path):
+    none = [np.nan] * 5
+    rows = [_run(tmp_path, "imagenet", 0, none, none), _run(tmp_path, "ssl", 0, none, none)]
+    assert cam_comparisons(rows).empty and cam_markdown(cam_comparisons(rows)) == ""
+
+
+def _cm(matrix) -> dict:
+    return {"labels": ["mel", "nv", "bcc"], "matrix": matrix}
+
+
+def test_recall_per_class_is_the_mean_over_seeds_with_the_sample_std():
+    rows = [
+        {
+            "init": "imagenet",
+            "label_fraction": 0.1,
+            "fold": 0,
+            "confusion_matrix": _cm([[1, 1, 0], [0, 4, 0], [0, 0, 0]]),
+        },
+        {
+            "init": "imagenet",
+            "label_fraction": 0.1,
+            "fold": 0,
+            "confusion_matrix": _cm([[2, 0, 0], [2, 2, 0], [0, 1, 1]]),
+        },
+    ]
+    text = recall_markdown(rows)
+    assert "| init | label fraction | fold | seeds | mel | nv | bcc |" in text
+    mel, nv = [0.5, 1.0], [1.0, 0.5]
+    cells = [f"{np.mean(v):.2f} ± {np.std(v, ddof=1):.2f}" for v in (mel, nv)]
+    # bcc: absent from seed 0's test part, so its recall is seed 1's alone
+    assert f"| imagenet | 0.1 | 0 | 2 | {' | '.join(cells)} | 0.50 ± 0.00 |" in text
+
+
+@pytest.mark.parametrize("rows", [[], [{"init": "x", "label_fraction": 1.0, "fold": 0}]])
+def test_recall_section_is_empty_without_confusion_matrices(rows):
+    assert recall_markdown(rows) == ""
