@@ -13,7 +13,9 @@
 #               copies of validation/test images dropped).
 #  3. probe     frozen encoders on the *validation* split: kNN and linear probe, with
 #               bootstrap intervals (scripts/knn_probe.py; each encoder probed right after its
-#               pretraining, its predictions kept in OUT/screening/probe_cache) -> OUT/screening/.
+#               pretraining, its predictions kept in OUT/screening/probe_cache) -> OUT/screening/;
+#               each run's validation curves (held-out pretext loss, kNN monitor per epoch:
+#               scripts/pretrain_curves.py) -> OUT/screening/curves.md.
 #  4. choose    the best scratch encoder and the best CONTINUED ImageNet-continued ones by
 #               validation linear probe, BatchNorm statistics re-estimated on training images
 #               as fine-tuning will (scripts/choose_inits.py) -> OUT/screening/chosen.json.
@@ -104,6 +106,7 @@ pretrain() {
   [ -f "$dir/wall_s" ] && [ -f "$dir/DONE" ] || echo $(( $(date +%s) - start )) > "$dir/wall_s"
   echo "$settings" > "$dir/DONE"
   stamp "pretrained $name ($steps steps, $(( $(date +%s) - start )) s)"
+  $PY "$ROOT/scripts/pretrain_curves.py" "$OUT/pretrain" > /dev/null  # its validation curves, kept in curves.csv
   probe "$dir/ssl.ckpt"  # probed at once: its predictions are kept, the checkpoint need not be
   save
 }
@@ -139,6 +142,7 @@ $PY "$ROOT/scripts/knn_probe.py" --data "$DATA" --splits "$SPLIT" --image-size "
 save
 ln -sfn ../pretrain "$OUT/screening/pretrain"  # screen_table.py reads each run's wall_s there
 $PY "$ROOT/scripts/screen_table.py" "$OUT/screening" > "$OUT/screening/screening.md"
+$PY "$ROOT/scripts/pretrain_curves.py" "$OUT/pretrain" > "$OUT/screening/curves.md"  # did the budget suffice?
 
 # 4. choose on validation
 chosen=$($PY "$ROOT/scripts/choose_inits.py" "$PROBE" --checkpoints "${ckpts[@]}" --scratch 1 \
