@@ -28,7 +28,7 @@ import pandas as pd
 import torch
 from ssl_derm.finetune.metrics import SEGMENTATION_METRICS
 from ssl_derm.finetune.report import METRICS, label_efficiency_plot, results_markdown, save_confusion
-from ssl_derm.finetune.stats import balanced_accuracy_draws, format_interval, paired_bootstrap
+from ssl_derm.finetune.stats import balanced_accuracy_draws, bootstrap_interval, format_interval, paired_bootstrap
 from ssl_derm.finetune.train import PREDICTIONS, PREDICTIONS_TTA, run_finetune, test_metrics
 
 from ssl_derm.checkpoint import FORMAT_VERSION, init_name, init_seen, load_checkpoint, weights_fingerprint
@@ -140,6 +140,9 @@ def write_reports(rows: list[dict], out: Path, names: list[str], kind: Kind | No
     results.assign(run=runs).to_csv(out / "results.csv", index=False)  # run: the folder, under out
     paired = paired_comparisons(rows, kind)
     paired.to_csv(out / "paired.csv", index=False)
+    intervals = score_intervals(rows, kind)
+    if not intervals.empty:
+        intervals.to_csv(out / "intervals.csv", index=False)
     more = ""
     if kind is KINDS["classification"]:
         table = tta_comparisons(rows)
@@ -150,9 +153,13 @@ def write_reports(rows: list[dict], out: Path, names: list[str], kind: Kind | No
             cam.to_csv(out / "cam_in_lesion.csv", index=False)
         more = recall_markdown(rows) + tta_markdown(table) + cam_markdown(cam)
     (out / "results.md").write_text(
-        f"{kind.title}\n\n" + results_markdown(results, list(kind.metrics)) + paired_markdown(paired, kind) + more
+        f"{kind.title}\n\n"
+        + results_markdown(results, list(kind.metrics))
+        + intervals_markdown(intervals, kind)
+        + paired_markdown(paired, kind)
+        + more
     )
-    label_efficiency_plot(results, out / "label_efficiency.png", kind.plot_metric, kind.plot_label)
+    label_efficiency_plot(results, out / "label_efficiency.png", kind.plot_metric, kind.plot_label, intervals)
     if kind is not KINDS["classification"]:
         return results
     for name in names:
@@ -322,6 +329,52 @@ def paired_comparisons(rows: list[dict], kind: Kind) -> pd.DataFrame:
             out.append({"init": init, "baseline": base, "label_fraction": frac, "fold": fold, **result})
     columns = ["init", "baseline", "label_fraction", "fold", "diff", "lo", "hi", "seeds", "images", "verdict"]
     return pd.DataFrame(out, columns=columns)
+
+
+def score_intervals(rows: list[dict], kind: Kind) -> pd.DataFrame:
+    """Each init's test score (balanced accuracy; Dice for segmentation) per label fraction,
+    the mean over its seeds with a 95% bootstrap interval over test images and seeds
+    (``stats.bootstrap_interval``), from the runs that kept per-image scores; one split
+    only (with folds the test images differ between runs: empty)."""
+    columns = ["init", "label_fraction", "mean", "lo", "hi", "seeds", "images"]
+    if any(r["fold"] for r in rows):
+        return pd.DataFrame(columns=columns)
+    groups: dict[tuple, list[Path]] = {}
+    for r in rows:
+        if "_run" in r:
+            groups.setdefault((r["init"], r["label_fraction"]), []).append(Path(r["_run"]))
+    out = []
+    for (init, frac), runs in groups.items():
+        file = PREDICTIONS  # (segmentation reads metrics.json's per-image Dice)
+        a, _, labels = _aligned([((run, file), (run, file)) for run in runs], kind, f"the runs of {init}")
+        if len(a) < len(runs):  # a run that kept no per-image scores: no interval rather than a partial one
+            continue
+        a = np.stack(a)
+        out.append(
+            {
+                "init": init,
+                "label_fraction": frac,
+                **bootstrap_interval(a, labels),
+                "seeds": len(a),
+                "images": a.shape[1],
+            }
+        )
+    return pd.DataFrame(out, columns=columns)
+
+
+def intervals_markdown(intervals: pd.DataFrame, kind: Kind) -> str:
+    if intervals.empty:
+        return ""
+    lines = _section(
+        f"Test {kind.plot_metric.replace('_', ' ')} with 95% intervals",
+        "Mean over seeds; 95% bootstrap interval over test images and seeds (the label-efficiency plot's bars).",
+        ["init", "label fraction", "seeds", f"{kind.plot_metric.replace('_', ' ')} [95% CI]"],
+    )
+    for r in intervals.sort_values(["label_fraction", "init"]).to_dict("records"):
+        lines.append(
+            f"| {r['init']} | {r['label_fraction']:g} | {r['seeds']} | {r['mean']:.3f} [{r['lo']:.3f}, {r['hi']:.3f}] |"
+        )
+    return "\n".join(lines) + "\n"
 
 
 def tta_comparisons(rows: list[dict]) -> pd.DataFrame:

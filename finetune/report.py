@@ -82,13 +82,30 @@ def results_markdown(results: pd.DataFrame, metrics: list[str] | None = None) ->
 
 
 def label_efficiency_plot(
-    results: pd.DataFrame, path: Path, metric: str = "balanced_accuracy", ylabel: str = "balanced accuracy (test)"
+    results: pd.DataFrame,
+    path: Path,
+    metric: str = "balanced_accuracy",
+    ylabel: str = "balanced accuracy (test)",
+    intervals: pd.DataFrame | None = None,
 ) -> None:
+    """Mean ``metric`` per init against the label fraction (log scale). Bars: the 95%
+    bootstrap interval over test images and seeds where ``intervals`` (init, label_fraction,
+    lo, hi) has one for every point of an init, else ± the std over seeds."""
     fig, ax = plt.subplots(figsize=(6, 4))
+    spans = intervals.set_index(["init", "label_fraction"]) if intervals is not None and len(intervals) else None
+    kinds = set()
     for init, rows in results.groupby("init"):
         g = rows.groupby("label_fraction")[metric]
         x, m, s = g.mean().index.to_numpy(), g.mean().to_numpy(), g.std().fillna(0).to_numpy()
+        keys = [(init, f) for f in x]
+        if spans is not None and all(k in spans.index for k in keys):
+            lo, hi = spans.loc[keys, "lo"].to_numpy(), spans.loc[keys, "hi"].to_numpy()
+            s = np.stack([np.clip(m - lo, 0, None), np.clip(hi - m, 0, None)])
+            kinds.add("95% CI over test images and seeds")
+        else:
+            kinds.add("± std over seeds")
         ax.errorbar(x, m, yerr=s, marker="o", capsize=3, label=init)
+    ax.set_title(f"bars: {', '.join(sorted(kinds))}", fontsize=9)
     ax.set_xscale("log")
     ax.set_xlabel("fraction of training labels")
     ax.set_ylabel(ylabel)

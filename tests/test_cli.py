@@ -253,6 +253,13 @@ def test_finetune_evaluate_benchmark_end_to_end(pretrained, tmp_path, capsys):
         expected = ba[("context_restore", r.label_fraction)] - ba[("random", r.label_fraction)]
         assert abs(r.diff - expected) < 1e-9 and r.lo <= r.diff <= r.hi and r.seeds == 1
     assert "## Paired differences in test balanced accuracy" in (bm / "results.md").read_text()
+    # each init's balanced accuracy with its interval over test images (and seeds): the plot's bars
+    spans = pd.read_csv(bm / "intervals.csv").set_index(["init", "label_fraction"])
+    assert len(spans) == 4 and (spans["seeds"] == 1).all() and (spans["images"] == test_rows).all()
+    for r in results.itertuples():
+        span = spans.loc[(r.init, r.label_fraction)]
+        assert abs(span["mean"] - r.balanced_accuracy) < 1e-6 and span["lo"] <= span["mean"] <= span["hi"]
+    assert "## Test balanced accuracy with 95% intervals" in (bm / "results.md").read_text()
 
     capsys.readouterr()
     kept[0].unlink()  # a run finished before runs kept their probabilities: rescored, not retrained

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 from sklearn.metrics import balanced_accuracy_score
-from ssl_derm.finetune.stats import balanced_accuracy_draws, paired_bootstrap
+from ssl_derm.finetune.stats import balanced_accuracy_draws, bootstrap_interval, paired_bootstrap
 
 
 def _hits(labels: np.ndarray, recall: list[float], rng) -> np.ndarray:
@@ -72,3 +72,20 @@ def test_draws_match_sklearn_on_a_resample():
 def test_shapes_must_pair():
     with pytest.raises(ValueError, match="differ in shape"):
         paired_bootstrap(np.ones((2, 5)), np.ones((3, 5)))
+
+
+def test_one_inits_interval_is_its_mean_balanced_accuracy_and_narrows_with_images():
+    rng = np.random.default_rng(1)
+    labels = rng.choice(3, size=2000, p=[0.7, 0.2, 0.1])
+    a = np.stack([_hits(labels, [0.9, 0.6, 0.5], rng) for _ in range(3)])
+
+    def ba(hits):
+        return balanced_accuracy_score(labels, np.where(hits > 0, labels, (labels + 1) % 3))
+
+    whole = bootstrap_interval(a, labels, boot=500)
+    assert whole["mean"] == pytest.approx(np.mean([ba(x) for x in a]), abs=1e-12)
+    assert whole["lo"] < whole["mean"] < whole["hi"] and whole["lo"] < 2 / 3 < whole["hi"]  # true BA: 2/3
+    part = bootstrap_interval(a[:, :200], labels[:200], boot=500)
+    assert part["hi"] - part["lo"] > 2 * (whole["hi"] - whole["lo"])  # 10x fewer images: ~3x wider
+    dice = bootstrap_interval(np.full((2, 50), 0.8), boot=100)  # mean scores, no spread
+    assert dice == pytest.approx({"mean": 0.8, "lo": 0.8, "hi": 0.8})
