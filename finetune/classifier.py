@@ -124,6 +124,7 @@ class EncoderFinetuneModule(pl.LightningModule):
         self.cfg = cfg
         self.pipeline = ImagePipeline(normalization, train_augment(cfg.image_size) if cfg.augment else None)
         self.steps_per_epoch = steps_per_epoch
+        self.val_history: list[dict] = []  # one row per validation epoch, for metrics.json
         if cfg.linear_probe:  # frozen before any DDP wrapper is built, so DDP never waits for its gradients
             self.model.encoder.requires_grad_(False)
         # --freeze-blocks: these stages never train, BatchNorm statistics included
@@ -174,6 +175,20 @@ class EncoderFinetuneModule(pl.LightningModule):
             groups.append({"params": encoder, "lr": self.cfg.encoder_lr})
         opt = torch.optim.AdamW(groups, weight_decay=self.cfg.weight_decay)
         return cosine_schedule(opt, self.cfg, self.steps_per_epoch)
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["val_history"] = self.val_history  # a resumed run keeps its curve
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self.val_history = list(checkpoint.get("val_history", []))
+
+
+def record_epoch(module: EncoderFinetuneModule, **scores: float) -> None:
+    """Append this validation epoch's ``scores`` (counted from 1, like ``best_epoch``) to
+    ``module.val_history``, which metrics.json keeps: the validation curve outlives the
+    TensorBoard log. Lightning's sanity check before training is not an epoch."""
+    if not module.trainer.sanity_checking:
+        module.val_history.append({"epoch": module.current_epoch + 1, **{k: float(v) for k, v in scores.items()}})
 
 
 class FinetuneModule(EncoderFinetuneModule):
@@ -279,6 +294,7 @@ class FinetuneModule(EncoderFinetuneModule):
         m = classification_metrics(labels.cpu().numpy(), probs.cpu().numpy(), self.classes)
         self.log("val/balanced_accuracy", m["balanced_accuracy"], prog_bar=True)
         self.log("val/macro_f1", m["macro_f1"])
+        record_epoch(self, balanced_accuracy=m["balanced_accuracy"], macro_f1=m["macro_f1"])
         if m["auc_macro"] is not None:
             self.log("val/auc_macro", m["auc_macro"])
         self.last_val_metrics = m

@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 import segmentation_models_pytorch as smp
 import torch
-from ssl_derm.finetune.classifier import EncoderFinetuneModule, dihedral
+from ssl_derm.finetune.classifier import EncoderFinetuneModule, dihedral, record_epoch
 from ssl_derm.finetune.metrics import SEGMENTATION_METRICS, mask_counts, scores_from_counts, segmentation_metrics
 from torch import nn
 
@@ -251,6 +251,7 @@ class SegmentationModule(EncoderFinetuneModule):
             counts = self.all_gather(counts).flatten(0, 1)
         scores = scores_from_counts(counts.cpu().numpy())
         self.log("val/dice", float(scores["dice"].mean()), prog_bar=True)
+        record_epoch(self, dice=float(scores["dice"].mean()))
         self.log("val/jaccard", float(scores["jaccard"].mean()))
         self.log("val/jaccard_thresholded", float(scores["jaccard_thresholded"].mean()))
         self.log("val/pixel_accuracy", float(scores["pixel_accuracy"].mean()))

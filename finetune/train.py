@@ -106,14 +106,15 @@ def step_budget(cfg, steps_per_epoch: int):
 def training_record(trainer, module, cfg) -> dict:
     """How a fine-tuning run ended, for metrics.json: the epoch kept and the epochs run
     (counted from 1: best_epoch == epochs_run means the last epoch was the best), the
-    epoch budget after ``step_budget`` and the optimiser steps (a best epoch at the budget's
-    end says the run may not have converged)."""
+    epoch budget after ``step_budget``, the optimiser steps (a best epoch at the budget's
+    end says the run may not have converged) and the validation curve (``val_history``)."""
     return {
         "best_epoch": getattr(module, "best_epoch", None),
         "epochs_run": int(trainer.current_epoch),
         "epochs_budget": int(cfg.epochs),
         "patience_epochs": int(cfg.patience),
         "global_step": int(trainer.global_step),
+        "val_history": list(getattr(module, "val_history", [])),  # the validation score per epoch
     }
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import pickle
 import shutil
@@ -261,3 +262,10 @@ def test_finetune_resume_continues_and_keeps_the_best_epoch(tmp_path):
     assert main([*args, "--epochs", "2", "--resume"]) == 0
     assert torch.load(out / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 2 * first
     assert (out / "model.ckpt").is_file() and (out / "metrics.json").is_file()
+    # the validation curve in metrics.json spans both sessions; its best epoch is the one kept
+    metrics = json.loads((out / "metrics.json").read_text())
+    curve = metrics["val_history"]
+    assert [e["epoch"] for e in curve] == [1, 2] and metrics["epochs_run"] == 2
+    kept = curve[metrics["best_epoch"] - 1]["balanced_accuracy"]
+    assert abs(kept - max(e["balanced_accuracy"] for e in curve)) < 1e-6
+    assert abs(metrics["best_epoch_val_balanced_accuracy"] - kept) < 1e-6

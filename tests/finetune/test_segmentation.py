@@ -118,6 +118,9 @@ def test_finetune_evaluate_benchmark_segmentation_end_to_end(pretrained, tmp_pat
     assert metrics["split"] == "test" and metrics["n_images"] == n_test == len(metrics["per_image"])
     for key in ("dice", "jaccard", "jaccard_thresholded", "pixel_accuracy", "best_epoch_val_dice"):
         assert 0 <= metrics[key] <= 1, key
+    curve = metrics["val_history"]  # one validation Dice per epoch run; the best is the one kept
+    assert len(curve) == metrics["epochs_run"]
+    assert abs(max(e["dice"] for e in curve) - metrics["best_epoch_val_dice"]) < 1e-6
     assert metrics["init_name"] == "context_restore+decoder" and metrics["decoder_init"] == str(pretrained)
     assert splits["mask"].str.endswith("_segmentation.png").all()
     model = torch.load(ft / "model.ckpt", weights_only=True)
