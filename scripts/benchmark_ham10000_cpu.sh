@@ -1,4 +1,7 @@
 #!/usr/bin/env bash
+# The first HAM10000 benchmark (archived: docs/benchmarks/archive/ham10000_cpu_2026-11-23), kept so its
+# figures can be reproduced; the benchmark is now scripts/benchmark_ham10000.sh (the protocol).
+#
 # The HAM10000 CPU benchmark, end to end and resumable: run it again after an
 # interruption and it continues where it stopped (finished pretraining runs and
 # finished fine-tuning runs are skipped; a half-done pretraining run resumes).

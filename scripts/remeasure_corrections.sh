@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Re-measures what the correctness fixes touched (docs/benchmarks/ham10000_cpu/README.md,
+# Re-measures what the correctness fixes touched (docs/benchmarks/archive/ham10000_cpu_2026-11-23/README.md,
 # "Corrected figures"), resumable like the benchmark script:
 #   1. the rotation shortcut probe, old inputs vs current ones;
 #   2. rotation pretraining from scratch and from ImageNet (same budget as the benchmark);
