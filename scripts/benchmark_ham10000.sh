@@ -139,6 +139,9 @@ done
 PROBE="$OUT/screening/probe.json"
 $PY "$ROOT/scripts/knn_probe.py" --data "$DATA" --splits "$SPLIT" --image-size "$SIZE" \
   --inits imagenet random "${ckpts[@]}" --cache "$CACHE" --out "$PROBE"
+scratch=(); for c in "${ckpts[@]}"; do case $c in */imagenet+*) ;; *) scratch+=("$c") ;; esac; done
+$PY "$ROOT/scripts/knn_probe.py" --data "$DATA" --splits "$SPLIT" --image-size "$SIZE" \
+  --inits random "${scratch[@]}" --cache "$CACHE" --out "$OUT/screening/probe_vs_random.json"  # scratch vs random
 save
 ln -sfn ../pretrain "$OUT/screening/pretrain"  # screen_table.py reads each run's wall_s there
 $PY "$ROOT/scripts/screen_table.py" "$OUT/screening" > "$OUT/screening/screening.md"

@@ -2,7 +2,9 @@
 """Markdown table of scripts/screen_pretext.sh: per encoder, kNN and linear-probe balanced
 accuracy on the validation split (95% bootstrap interval) and the paired difference to
 ImageNet (95% interval; an interval that contains 0 is a tie), with stored BatchNorm
-statistics and re-estimated ones (AdaBN), plus each pretraining run's wall time.
+statistics and re-estimated ones (AdaBN), plus each pretraining run's wall time; with
+ROOT/probe_vs_random.json (the scratch encoders probed with random first), their paired
+difference to random weights too.
 
     python scripts/screen_table.py runs/screen
 """
@@ -70,6 +72,20 @@ def main() -> None:
         "|---|---|---|---|---|",
         *("| " + " | ".join(cells) + " |" for cells in adabn),
     ]
+    scratch = root / "probe_vs_random.json"  # the scratch encoders against random weights, paired
+    if scratch.is_file():
+        versus = json.loads(scratch.read_text())
+        lines += [
+            "",
+            "Encoders pretrained from scratch against random weights (AdaBN), paired on the same draws:",
+            "",
+            "| encoder | kNN - random | LP - random |",
+            "|---|---|---|",
+        ]
+        ref = versus["meta"]["reference"]
+        for row in versus["results"][1:]:
+            knn, lp = _diff(row, "knn_adabn", ref), _diff(row, "linear_probe_adabn", ref)
+            lines.append(f"| {row['init']} | {knn} | {lp} |")
     print("\n".join(lines))
 
 
