@@ -759,11 +759,11 @@ def _select(
     which would flatter the inits whose runs vary most."""
     kind = kind or KINDS["classification"]
     scores = []
-    for n, point in enumerate(grid, 1):
+
+    def trial(point: dict, label: str) -> None:
         slug = _slug_recipe(point)
-        label = f"select {n}/{len(grid)} {where}: {slug}"
         m = runner(
-            label,
+            f"{label} {where}: {slug}",
             root / "select" / slug,
             init,
             frac,
@@ -771,8 +771,33 @@ def _select(
             fold,
             {**(variant or {}), **point, "score_test": False},
         )
-        scores.append((m[kind.val_key] or 0.0, -n, slug, point))
+        scores.append((m[kind.val_key] or 0.0, -len(scores) - 1, slug, point))
+
+    for n, point in enumerate(grid, 1):
+        trial(point, f"select {n}/{len(grid)}")
+    for n in range(1, getattr(runner.cfg, "select_extend", 0) + 1):  # the winner at the grid's edge: one step on
+        point = edge_step([(score, p) for score, _, _, p in scores])
+        if point is None:
+            break
+        trial(point, f"select, beyond the grid's edge {n}/{runner.cfg.select_extend}")
     best = max(scores)
     table = [{"recipe": slug, kind.val_column: score} for score, _, slug, _ in scores]
-    (root / "selection.json").write_text(json.dumps({"chosen": best[2], "on": "validation", "grid": table}, indent=2))
+    record = {"chosen": best[2], "on": "validation", "grid": table, "beyond_the_grid": len(scores) - len(grid)}
+    (root / "selection.json").write_text(json.dumps(record, indent=2))
     return best[2], best[3]
+
+
+def edge_step(scores: list[tuple[float, dict]], key: str = "encoder_lr") -> dict | None:
+    """The point to try next when the best-scoring point's ``key`` is the lowest or the highest
+    value tried with its other settings: one step beyond it, at the ratio of the two values
+    nearest that edge (3 sig. digits). None when the best is inside the values tried, or
+    when fewer than two were tried. Ties go to the earlier point, as in ``_select``."""
+    best = max(enumerate(scores), key=lambda t: (t[1][0], -t[0]))[1][1]
+    if key not in best:
+        return None
+    others = {k: v for k, v in best.items() if k != key}
+    tried = sorted({p[key] for _, p in scores if {k: v for k, v in p.items() if k != key} == others})
+    if len(tried) < 2 or tried[0] < best[key] < tried[-1]:
+        return None
+    step = tried[-1] / tried[-2] if best[key] == tried[-1] else tried[0] / tried[1]
+    return {**best, key: float(f"{best[key] * step:.3g}")}

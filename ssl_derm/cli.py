@@ -306,6 +306,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="key=v1,v2;key=v1,v2 over fine-tuning settings (default encoder_lr=0.0001,0.0003,0.001;freeze_epochs=0,1)",
     )
     bm.add_argument(
+        "--select-extend",
+        dest="select_extend",
+        type=int,
+        help="with --select-on val: while the winning encoder_lr is the lowest or highest tried, try one more "
+        "step beyond it (the grid's own ratio), at most N times (default 0: the grid alone)",
+    )
+    bm.add_argument(
         "--tta",
         action="store_true",
         default=None,

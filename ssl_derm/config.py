@@ -203,6 +203,9 @@ class BenchmarkConfig(FinetuneConfig):
     folds: int = 0  # >= 3: lesion-grouped stratified K-fold instead of one split
     select_on: str = "none"  # val: per init, fraction and fold, the select_grid point with the best val score
     select_grid: str = "encoder_lr=0.0001,0.0003,0.001;freeze_epochs=0,1"  # key=v1,v2;key=...
+    select_extend: int = (
+        0  # select_on=val: while the winning encoder_lr is the grid's lowest or highest, try one step on
+    )
     tta: bool = False  # also keep each run's test predictions with the 8 dihedral views, and compare
     cam_in_lesion: bool = False  # also keep each run's Grad-CAM mass inside the lesion per test image, and compare
 
@@ -215,6 +218,8 @@ class BenchmarkConfig(FinetuneConfig):
             raise UserError(f"select_on={self.select_on!r}: none or val (recipes are never chosen on test)")
         if self.select_on == "val":
             select_grid(self)
+        if self.select_extend < 0:
+            raise UserError(f"select_extend={self.select_extend}: must be >= 0 (0 = the grid alone)")
         if not self.score_test:
             raise UserError("score_test=false: the benchmark reports test metrics (selection runs skip them itself)")
         for f in self.label_fractions:

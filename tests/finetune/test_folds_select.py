@@ -87,3 +87,46 @@ def test_run_key_follows_what_a_run_trains_not_where_it_lives(ssl_ckpt, tmp_path
     shutil.copy(ssl_ckpt, copy)
     assert weights_fingerprint(str(copy)) == weights_fingerprint(str(ssl_ckpt)) not in ("imagenet", "random")
     assert weights_fingerprint(str(ssl_ckpt)) != weights_fingerprint("imagenet")
+
+
+def test_edge_step_goes_one_grid_ratio_beyond_a_winner_at_the_edge():
+    from ssl_derm.finetune.benchmark import edge_step
+
+    def pt(lr, freeze=0):
+        return {"encoder_lr": lr, "freeze_epochs": freeze}
+
+    grid = [(0.20, pt(3e-4)), (0.31, pt(1e-3)), (0.25, pt(3e-4, 1)), (0.30, pt(1e-3, 1))]
+    assert edge_step(grid) == pt(3.33e-3)  # the highest lr won: one step of 1e-3 / 3e-4 up
+    assert edge_step([(0.35, pt(3e-4)), *grid[1:]]) == pt(9e-5)  # the lowest won: one step down
+    assert edge_step([*grid, (0.28, pt(3.33e-3))]) is None  # the winner is inside what was tried
+    assert edge_step([(0.31, pt(1e-3, 1)), (0.31, pt(1e-3))]) is None  # one lr per setting: no ratio
+    assert edge_step([(0.3, {"freeze_epochs": 0}), (0.2, {"freeze_epochs": 1})]) is None  # no lr in the grid
+    tie = [(0.31, pt(3e-4)), (0.31, pt(1e-3))]  # a tie goes to the earlier point, the lowest lr
+    assert edge_step(tie) == pt(9e-5)
+
+
+class _FakeRunner:
+    """Validation balanced accuracy of a recipe as a function of its encoder lr, peaked at 3e-3."""
+
+    def __init__(self, extend: int) -> None:
+        self.cfg = BenchmarkConfig(select_on="val", select_extend=extend)
+        self.calls = []
+
+    def __call__(self, label, run, init, frac, seed, fold, extra):
+        self.calls.append((run.name, seed, extra["score_test"]))
+        return {"best_epoch_val_balanced_accuracy": 0.5 - abs(np.log10(extra["encoder_lr"] / 3e-3)) / 10}
+
+
+@pytest.mark.parametrize("extend", [0, 1, 2])
+def test_selection_follows_the_winner_beyond_the_grid_edge(tmp_path, extend):
+    from ssl_derm.finetune.benchmark import SELECT_SEED, _select
+
+    runner = _FakeRunner(extend)
+    grid = [{"encoder_lr": 3e-4}, {"encoder_lr": 1e-3}]
+    slug, point = _select(runner, grid, tmp_path, "here", "imagenet", 1.0, None)
+    tried = [name for name, _, _ in runner.calls]
+    expected = ["encoder_lr=0.0003", "encoder_lr=0.001", "encoder_lr=0.00333", "encoder_lr=0.0111"][: 2 + extend]
+    assert tried == expected and all(seed == SELECT_SEED and not scored for _, seed, scored in runner.calls)
+    assert point == {"encoder_lr": [1e-3, 3.33e-3, 3.33e-3][extend]}  # 0.0111 overshoots the peak: 3.33e-3 stays
+    record = json.loads((tmp_path / "selection.json").read_text())
+    assert record["chosen"] == slug and record["beyond_the_grid"] == extend and len(record["grid"]) == 2 + extend
