@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import filecmp
 import gzip
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -58,20 +59,26 @@ def _gzip(src: Path, dst: Path) -> None:
 
 
 def save(out: Path, state: Path) -> int:
+    """Copy what ``kept`` lists from ``out`` to ``state``; each file is written beside its
+    place and renamed into it, so the state folder never holds a half-written file (it may
+    be committed while a save runs)."""
     n = 0
     for rel in kept(out):
         src, dst = out / rel, state / rel
-        if rel.suffix in (".csv", ".json") and src.stat().st_size > GZIP_ABOVE:
+        gz = rel.suffix in (".csv", ".json") and src.stat().st_size > GZIP_ABOVE
+        if gz:
             dst = dst.with_name(dst.name + ".gz")
             if dst.exists() and gzip.decompress(dst.read_bytes()) == src.read_bytes():
                 continue
-            dst.parent.mkdir(parents=True, exist_ok=True)
-            _gzip(src, dst)
+        elif dst.exists() and filecmp.cmp(src, dst, shallow=False):
+            continue
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        part = dst.with_name(dst.name + ".part")
+        if gz:
+            _gzip(src, part)
         else:
-            if dst.exists() and filecmp.cmp(src, dst, shallow=False):
-                continue
-            dst.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(src, dst)
+            shutil.copy2(src, part)
+        os.replace(part, dst)
         n += 1
     return n
 
