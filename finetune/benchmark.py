@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import os
 import re
 import sys
 import time
@@ -43,7 +44,7 @@ from ssl_derm.data.labeled import (
 from ssl_derm.data.leaks import check_split_by_content, check_unseen
 from ssl_derm.data.splits import make_folds, write_splits
 from ssl_derm.encoders import resolve_encoder_settings
-from ssl_derm.engine import run_dir
+from ssl_derm.engine import RunFailed, run_dir
 from ssl_derm.errors import UserError
 
 COLUMNS = ["init", "label_fraction", "seed", "fold", "recipe", "val_balanced_accuracy", *METRICS]
@@ -143,6 +144,8 @@ def write_reports(rows: list[dict], out: Path, names: list[str], kind: Kind | No
     intervals = score_intervals(rows, kind)
     if not intervals.empty:
         intervals.to_csv(out / "intervals.csv", index=False)
+    else:  # (with folds, once a second fold runs): no table left from the first
+        (out / "intervals.csv").unlink(missing_ok=True)
     more = ""
     if kind is KINDS["classification"]:
         table = tta_comparisons(rows)
@@ -565,6 +568,7 @@ def paired_markdown(paired: pd.DataFrame, kind: Kind) -> str:
 
 
 SELECT_SEED = 1000  # the recipe-selection runs' seed offset: apart from the reported seeds 0..S-1
+FAILED = "FAILED"  # in a selection run beyond the grid that diverged: why (it is not tried again)
 
 # Settings that say where a run lives or how it reports, not what it trains.
 _NOT_IN_KEY = {"out", "splits", "data", "cache_dir", "progress", "num_workers", "score_test", "log_every_n_steps"}
@@ -583,7 +587,10 @@ def _current(metrics_file: Path, table: pd.DataFrame, key: str) -> bool:
     """A finished run counts only if this ssl-derm's checkpoint format wrote it (older ones
     had no leak checks), it trained what this benchmark would train (``key``: ``run_key``)
     and it was validated and tested on this benchmark's split."""
-    metrics = json.loads(metrics_file.read_text())
+    try:
+        metrics = json.loads(metrics_file.read_text())
+    except json.JSONDecodeError:  # cut short (a copy taken mid-write): not a finished run
+        return False
     if metrics.get("format_version") != FORMAT_VERSION or metrics.get("run_key") != key:
         return False
     split_file = metrics_file.parent / "splits.csv"
@@ -646,7 +653,9 @@ class _Runner:
             lab = self.labs[data_key]
         run_finetune(run_cfg, overwrite=True, lab=lab)
         metrics = {**json.loads(done.read_text()), "run_key": key}
-        done.write_text(json.dumps(metrics, indent=2))
+        part = done.with_name(f".{done.name}.{os.getpid()}.tmp")
+        part.write_text(json.dumps(metrics, indent=2))
+        os.replace(part, done)  # never a half-written metrics.json for a copy to take
         return metrics
 
 
@@ -760,18 +769,31 @@ def _select(
     kind = kind or KINDS["classification"]
     scores = []
 
-    def trial(point: dict, label: str) -> None:
+    def trial(point: dict, label: str, beyond: bool = False) -> None:
         slug = _slug_recipe(point)
-        m = runner(
-            f"{label} {where}: {slug}",
-            root / "select" / slug,
-            init,
-            frac,
-            SELECT_SEED,
-            fold,
-            {**(variant or {}), **point, "score_test": False},
-        )
-        scores.append((m[kind.val_key] or 0.0, -len(scores) - 1, slug, point))
+        run = root / "select" / slug
+        failed = run / FAILED
+        try:
+            if beyond and failed.is_file():  # diverged before (a CPU run repeats exactly): not tried again
+                raise RunFailed(failed.read_text().strip())
+            m = runner(
+                f"{label} {where}: {slug}",
+                run,
+                init,
+                frac,
+                SELECT_SEED,
+                fold,
+                {**(variant or {}), **point, "score_test": False},
+            )
+            score = m[kind.val_key] or 0.0
+        except RunFailed as e:
+            if not beyond:  # a grid point that diverges is the recipe's problem: say so and stop
+                raise
+            run.mkdir(parents=True, exist_ok=True)
+            failed.write_text(f"{e}\n")
+            print(f"{label} {where}: {slug} failed ({e}); scored as the worst point")
+            score = -1.0
+        scores.append((score, -len(scores) - 1, slug, point))
 
     for n, point in enumerate(grid, 1):
         trial(point, f"select {n}/{len(grid)}")
@@ -779,7 +801,7 @@ def _select(
         point = edge_step([(score, p) for score, _, _, p in scores])
         if point is None:
             break
-        trial(point, f"select, beyond the grid's edge {n}/{runner.cfg.select_extend}")
+        trial(point, f"select, beyond the grid's edge {n}/{runner.cfg.select_extend}", beyond=True)
     best = max(scores)
     table = [{"recipe": slug, kind.val_column: score} for score, _, slug, _ in scores]
     record = {"chosen": best[2], "on": "validation", "grid": table, "beyond_the_grid": len(scores) - len(grid)}

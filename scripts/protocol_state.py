@@ -23,9 +23,11 @@ from __future__ import annotations
 import argparse
 import filecmp
 import gzip
+import json
 import os
 import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 KEEP_NAMES = {"DONE", "wall_s", "wall.log", "encoder_sha256"}
@@ -60,8 +62,9 @@ def _gzip(src: Path, dst: Path) -> None:
 
 def save(out: Path, state: Path) -> int:
     """Copy what ``kept`` lists from ``out`` to ``state``; each file is written beside its
-    place and renamed into it, so the state folder never holds a half-written file (it may
-    be committed while a save runs)."""
+    place under a name of its own and renamed into it, so the state folder never holds a
+    half-written file (it may be committed while a save runs, and saves may overlap). A
+    JSON file that does not parse (caught mid-write) waits for the next save."""
     n = 0
     for rel in kept(out):
         src, dst = out / rel, state / rel
@@ -72,15 +75,26 @@ def save(out: Path, state: Path) -> int:
                 continue
         elif dst.exists() and filecmp.cmp(src, dst, shallow=False):
             continue
+        if rel.suffix == ".json" and not _whole_json(src):
+            continue  # being written: the next save takes it
         dst.parent.mkdir(parents=True, exist_ok=True)
-        part = dst.with_name(dst.name + ".part")
+        fd, part = tempfile.mkstemp(dir=dst.parent, prefix=f".{dst.name}.", suffix=".part")
+        os.close(fd)  # a name of its own: two saves at once never share one
         if gz:
-            _gzip(src, part)
+            _gzip(src, Path(part))
         else:
             shutil.copy2(src, part)
         os.replace(part, dst)
         n += 1
     return n
+
+
+def _whole_json(path: Path) -> bool:
+    try:
+        json.loads(path.read_bytes())
+        return True
+    except ValueError:
+        return False
 
 
 def restore(state: Path, out: Path) -> int:

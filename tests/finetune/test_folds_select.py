@@ -130,3 +130,27 @@ def test_selection_follows_the_winner_beyond_the_grid_edge(tmp_path, extend):
     assert point == {"encoder_lr": [1e-3, 3.33e-3, 3.33e-3][extend]}  # 0.0111 overshoots the peak: 3.33e-3 stays
     record = json.loads((tmp_path / "selection.json").read_text())
     assert record["chosen"] == slug and record["beyond_the_grid"] == extend and len(record["grid"]) == 2 + extend
+
+
+def test_a_diverging_point_beyond_the_grid_loses_and_is_not_tried_again(tmp_path):
+    from ssl_derm.finetune.benchmark import FAILED, _select
+
+    from ssl_derm.engine import RunFailed
+
+    class Diverging(_FakeRunner):  # peaked at 3e-3 as before, and too high a rate diverges
+        def __call__(self, label, run, init, frac, seed, fold, extra):
+            if extra["encoder_lr"] > 5e-3:
+                self.calls.append((run.name, seed, extra["score_test"]))
+                raise RunFailed("non-finite loss at step 3")
+            return super().__call__(label, run, init, frac, seed, fold, extra)
+
+    grid = [{"encoder_lr": 3e-4}, {"encoder_lr": 1e-3}]
+    runner = Diverging(extend=2)
+    _, point = _select(runner, grid, tmp_path, "here", "random", 0.1, None)
+    assert point == {"encoder_lr": 3.33e-3} and runner.calls[-1][0] == "encoder_lr=0.0111"
+    assert "non-finite" in (tmp_path / "select" / "encoder_lr=0.0111" / FAILED).read_text()
+    again = Diverging(extend=2)  # a resumed benchmark: the failure is read back, not rerun
+    assert _select(again, grid, tmp_path, "here", "random", 0.1, None)[1] == point
+    assert [name for name, _, _ in again.calls] == ["encoder_lr=0.0003", "encoder_lr=0.001", "encoder_lr=0.00333"]
+    with pytest.raises(RunFailed):  # a grid point that diverges stops the benchmark
+        _select(Diverging(extend=0), [{"encoder_lr": 1e-2}], tmp_path / "grid", "here", "random", 0.1, None)
