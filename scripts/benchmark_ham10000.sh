@@ -84,6 +84,9 @@ SPLIT="$OUT/split/splits.csv"
 # pretrain NAME TASK INIT STEPS LR: one resumable pretraining run; DONE records its settings and
 # encoder_sha256 its weights. A run whose ssl.ckpt is gone (another machine) is pretrained again
 # only when NEED is set, and must come out identical.
+curves() {  # each finished run's validation curves, kept in its curves.csv; a diagnostic, never fatal
+  $PY "$ROOT/scripts/pretrain_curves.py" "$OUT/pretrain" || echo "pretrain_curves.py failed; no curves table" >&2
+}
 fingerprint() { $PY -c "import sys; from ssl_derm.checkpoint import weights_fingerprint as f; print(f(sys.argv[1]))" "$1"; }
 pretrain() {
   local name=$1 task=$2 init=$3 steps=$4 lr=$5 dir="$OUT/pretrain/$1"
@@ -94,19 +97,25 @@ pretrain() {
   fi
   local again=--overwrite
   [ -f "$dir/checkpoints/last.ckpt" ] && [ ! -f "$dir/DONE" ] && again=--resume
+  # --overwrite empties the folder: keep what it recorded, to check the new weights against
+  local recorded="" wall=""
+  [ -f "$dir/encoder_sha256" ] && recorded=$(cat "$dir/encoder_sha256")
+  [ -f "$dir/wall_s" ] && [ -f "$dir/DONE" ] && wall=$(cat "$dir/wall_s")
   local start; start=$(date +%s)
   $SSL pretrain --config "$PRETRAIN" --task "$task" --init "$init" --max-steps "$steps" --lr "$lr" \
     --image-size "$SIZE" --data "$DATA" --splits "$SPLIT" --unlabeled "$UNLABELED" --out "$dir" $again --no-progress
   local sha; sha=$(fingerprint "$dir/ssl.ckpt")
-  if [ -f "$dir/encoder_sha256" ] && [ "$(cat "$dir/encoder_sha256")" != "$sha" ]; then
+  if [ -n "$recorded" ] && [ "$recorded" != "$sha" ]; then
     echo "pretrain $name: pretrained again, but its weights differ from the recorded ones; the finished" \
       "fine-tuning runs of this init will be redone" >&2
+  elif [ -n "$recorded" ]; then
+    echo "pretrain $name: pretrained again, the same weights as recorded ($sha)"
   fi
   echo "$sha" > "$dir/encoder_sha256"
-  [ -f "$dir/wall_s" ] && [ -f "$dir/DONE" ] || echo $(( $(date +%s) - start )) > "$dir/wall_s"
+  echo "${wall:-$(( $(date +%s) - start ))}" > "$dir/wall_s"  # the first pretraining's time
   echo "$settings" > "$dir/DONE"
   stamp "pretrained $name ($steps steps, $(( $(date +%s) - start )) s)"
-  $PY "$ROOT/scripts/pretrain_curves.py" "$OUT/pretrain" > /dev/null  # its validation curves, kept in curves.csv
+  curves > /dev/null
   probe "$dir/ssl.ckpt"  # probed at once: its predictions are kept, the checkpoint need not be
   save
 }
@@ -145,7 +154,7 @@ $PY "$ROOT/scripts/knn_probe.py" --data "$DATA" --splits "$SPLIT" --image-size "
 save
 ln -sfn ../pretrain "$OUT/screening/pretrain"  # screen_table.py reads each run's wall_s there
 $PY "$ROOT/scripts/screen_table.py" "$OUT/screening" > "$OUT/screening/screening.md"
-$PY "$ROOT/scripts/pretrain_curves.py" "$OUT/pretrain" > "$OUT/screening/curves.md"  # did the budget suffice?
+curves > "$OUT/screening/curves.md"  # did the budget suffice?
 
 # 4. choose on validation
 chosen=$($PY "$ROOT/scripts/choose_inits.py" "$PROBE" --checkpoints "${ckpts[@]}" --scratch 1 \
