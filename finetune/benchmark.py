@@ -17,7 +17,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import os
 import re
 import sys
 import time
@@ -32,7 +31,14 @@ from ssl_derm.finetune.report import METRICS, label_efficiency_plot, results_mar
 from ssl_derm.finetune.stats import balanced_accuracy_draws, bootstrap_interval, format_interval, paired_bootstrap
 from ssl_derm.finetune.train import PREDICTIONS, PREDICTIONS_TTA, run_finetune, test_metrics
 
-from ssl_derm.checkpoint import FORMAT_VERSION, init_name, init_seen, load_checkpoint, weights_fingerprint
+from ssl_derm.checkpoint import (
+    FORMAT_VERSION,
+    atomic_write_text,
+    init_name,
+    init_seen,
+    load_checkpoint,
+    weights_fingerprint,
+)
 from ssl_derm.config import BenchmarkConfig, FinetuneConfig, save_yaml, select_grid, to_dict
 from ssl_derm.data.labeled import (
     LabeledData,
@@ -211,6 +217,7 @@ def ensure_cam_in_lesion(run: Path, lab: LabeledData, data=None) -> None:
     lesion's share of the image (a uniform map's score) and a map peaked at the centre.
     Written once to ``test_cam_in_lesion.csv`` from ``model.ckpt`` and ``test_predictions.csv``
     (nothing when either is gone); an image without a mask gets empty cells."""
+    from ssl_derm.commands.common import device
     from ssl_derm.commands.explain import cam_in_lesion, centre_map, compute_cams, read_mask
     from ssl_derm.finetune.evaluate import load_classifier
 
@@ -234,9 +241,8 @@ def ensure_cam_in_lesion(run: Path, lab: LabeledData, data=None) -> None:
         raise UserError(f"{run / PREDICTIONS}: not the test split of this benchmark")
     predicted = probs[list(lab.classes)].to_numpy().argmax(1)
     model, ckpt = load_classifier(run / "model.ckpt", ckpt)
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     images = lab.bank.gather(lab.indices("test"))
-    cams = compute_cams(model, images, predicted, ImagePipeline(ckpt["normalization"]), "gradcam", device)
+    cams = compute_cams(model, images, predicted, ImagePipeline(ckpt["normalization"]), "gradcam", device())
     resize, centre, out = ckpt["config"].get("resize", "crop"), centre_map(size), []
     for (image, label, mask_file), cam, pred in zip(rows[["image", "label", "mask"]].to_numpy(), cams, predicted):
         mask = read_mask(Path(mask_file), image, size, resize) if mask_file else None
@@ -285,7 +291,8 @@ def _aligned(pairs: list[tuple[tuple[Path, str], tuple[Path, str]]], kind: Kind,
     side kept no scores are left out; test images that differ are an error naming ``what``."""
     a, b, labels, images = [], [], None, None
     for (run_a, file_a), (run_b, file_b) in pairs:
-        x, y = per_image_scores(run_a, kind, file_a), per_image_scores(run_b, kind, file_b)
+        x = per_image_scores(run_a, kind, file_a)
+        y = x if (run_b, file_b) == (run_a, file_a) else per_image_scores(run_b, kind, file_b)
         if x is None or y is None:
             continue
         if images is None:
@@ -295,6 +302,16 @@ def _aligned(pairs: list[tuple[tuple[Path, str], tuple[Path, str]]], kind: Kind,
         a.append(x[1])
         b.append(y[1])
     return a, b, labels
+
+
+def _runs_by_group(rows: list[dict], file: str | None = None) -> dict[tuple, dict[int, Path]]:
+    """The finished runs of ``rows`` by (init, label fraction, fold), then by seed; with
+    ``file``, only the runs that kept it."""
+    runs: dict[tuple, dict[int, Path]] = {}
+    for r in rows:
+        if "_run" in r and (file is None or (Path(r["_run"]) / file).is_file()):
+            runs.setdefault((r["init"], r["label_fraction"], r["fold"]), {})[r["seed"]] = Path(r["_run"])
+    return runs
 
 
 def _versus(runs: dict[tuple, dict[int, Path]], group: tuple, bases, file: str, kind: Kind):
@@ -319,10 +336,7 @@ def paired_comparisons(rows: list[dict], kind: Kind) -> pd.DataFrame:
     test score (balanced accuracy; Dice for segmentation) over the seeds both ran, with a 95%
     bootstrap interval over test images and seeds (``stats.paired_bootstrap``). A run that
     kept no per-image scores is left out."""
-    runs: dict[tuple, dict[int, Path]] = {}
-    for r in rows:
-        if "_run" in r:
-            runs.setdefault((r["init"], r["label_fraction"], r["fold"]), {})[r["seed"]] = Path(r["_run"])
+    runs = _runs_by_group(rows)
     out = []
     for init, frac, fold in runs:
         # a restored decoder is also judged against the same encoder alone
@@ -342,12 +356,9 @@ def score_intervals(rows: list[dict], kind: Kind) -> pd.DataFrame:
     columns = ["init", "label_fraction", "mean", "lo", "hi", "seeds", "images"]
     if any(r["fold"] for r in rows):
         return pd.DataFrame(columns=columns)
-    groups: dict[tuple, list[Path]] = {}
-    for r in rows:
-        if "_run" in r:
-            groups.setdefault((r["init"], r["label_fraction"]), []).append(Path(r["_run"]))
     out = []
-    for (init, frac), runs in groups.items():
+    for (init, frac, _), seeds in _runs_by_group(rows).items():
+        runs = list(seeds.values())
         file = PREDICTIONS  # (segmentation reads metrics.json's per-image Dice)
         a, _, labels = _aligned([((run, file), (run, file)) for run in runs], kind, f"the runs of {init}")
         if len(a) < len(runs):  # a run that kept no per-image scores: no interval rather than a partial one
@@ -385,13 +396,9 @@ def tta_comparisons(rows: list[dict]) -> pd.DataFrame:
     fraction and fold: the runs that kept both prediction files, TTA against plain on the
     same model, paired over test images and seeds like ``paired_comparisons``."""
     kind = KINDS["classification"]
-    groups: dict[tuple, list[Path]] = {}
-    for r in rows:
-        if "_run" in r:
-            groups.setdefault((r["init"], r["label_fraction"], r["fold"]), []).append(Path(r["_run"]))
     out = []
-    for (init, frac, fold), runs in groups.items():
-        pairs = [((run, PREDICTIONS_TTA), (run, PREDICTIONS)) for run in runs]
+    for (init, frac, fold), runs in _runs_by_group(rows).items():
+        pairs = [((run, PREDICTIONS_TTA), (run, PREDICTIONS)) for run in runs.values()]
         tta, plain, labels = _aligned(pairs, kind, f"the runs of {init} at label fraction {frac:g}")
         if not plain:
             continue
@@ -422,10 +429,7 @@ def cam_comparisons(rows: list[dict]) -> pd.DataFrame:
     score; and each init against each baseline of ``BASELINES``, paired over the test
     images with a mask and the seeds both kept (``stats.paired_bootstrap`` of the means)."""
     kind = KINDS["classification"]
-    runs: dict[tuple, dict[int, Path]] = {}
-    for r in rows:
-        if "_run" in r and (Path(r["_run"]) / CAM_FILE).is_file():
-            runs.setdefault((r["init"], r["label_fraction"], r["fold"]), {})[r["seed"]] = Path(r["_run"])
+    runs = _runs_by_group(rows, CAM_FILE)
     out = []
     for (init, frac, fold), mine in runs.items():
         tables = [pd.read_csv(run / CAM_FILE) for run in mine.values()]
@@ -472,10 +476,10 @@ def cam_markdown(cam: pd.DataFrame) -> str:
     )
 
     def versus(r: dict, base: str) -> str:
-        d, lo, hi = (r[f"vs_{base}{end}"] for end in ("", "_lo", "_hi"))
-        if pd.isna(d):
+        result = {key: r[f"vs_{base}{end}"] for key, end in (("diff", ""), ("lo", "_lo"), ("hi", "_hi"))}
+        if pd.isna(result["diff"]):
             return "–"
-        return f"{d:+.3f} [{lo:+.3f}, {hi:+.3f}]" + (" tie" if lo <= 0 <= hi else "")
+        return format_interval(result) + (" tie" if result["lo"] <= 0 <= result["hi"] else "")
 
     for r in cam.sort_values(["label_fraction", "init"]).to_dict("records"):
         lines.append(
@@ -508,7 +512,7 @@ def recall_markdown(rows: list[dict]) -> str:
         "Test recall of each class, mean ± std over seeds: where each init's balanced accuracy comes from.",
         ["init", "label fraction", "fold", "seeds", *labels],
     )
-    for (frac, fold, init), recalls in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1], kv[0][2])):
+    for (frac, fold, init), recalls in sorted(groups.items(), key=lambda kv: kv[0]):
         cells = " | ".join(
             f"{np.mean(v):.2f} ± {_std(v):.2f}" if len(v) else "–"
             for v in (c[np.isfinite(c)] for c in np.array(recalls).T)
@@ -653,9 +657,7 @@ class _Runner:
             lab = self.labs[data_key]
         run_finetune(run_cfg, overwrite=True, lab=lab)
         metrics = {**json.loads(done.read_text()), "run_key": key}
-        part = done.with_name(f".{done.name}.{os.getpid()}.tmp")
-        part.write_text(json.dumps(metrics, indent=2))
-        os.replace(part, done)  # never a half-written metrics.json for a copy to take
+        atomic_write_text(json.dumps(metrics, indent=2), done)  # never half a file for a copy to take
         return metrics
 
 

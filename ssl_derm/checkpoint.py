@@ -57,13 +57,24 @@ def library_versions() -> dict[str, str]:
     }
 
 
-def atomic_save(obj: Any, path: str | Path) -> Path:
-    """``torch.save`` to a temporary file, then rename: a kill never leaves half a file."""
+def _atomic(path: str | Path, write) -> Path:
+    """``write(tmp)`` to a temporary file beside ``path``, then rename: a kill never leaves
+    half a file."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    torch.save(obj, tmp)
+    write(tmp)
     os.replace(tmp, path)
     return path
+
+
+def atomic_save(obj: Any, path: str | Path) -> Path:
+    """``torch.save`` to a temporary file, then rename: a kill never leaves half a file."""
+    return _atomic(path, lambda tmp: torch.save(obj, tmp))
+
+
+def atomic_write_text(text: str, path: str | Path) -> Path:
+    """A text file written whole or not at all (``atomic_save``'s temporary file and rename)."""
+    return _atomic(path, lambda tmp: tmp.write_text(text))
 
 
 def save_checkpoint(
