@@ -92,15 +92,16 @@ def two_stage_index(cfg, classes: list[str]) -> int | None:
 
 def step_budget(cfg, steps_per_epoch: int):
     """Raise ``epochs`` so that at least ``min_steps`` optimiser steps run (small label
-    fractions get the same optimisation budget), and stretch ``freeze_epochs`` and the
-    early-stopping ``patience`` by the same factor, so the frozen warm-up stays the same
-    share of training and a short epoch does not stop a run early."""
+    fractions get the same optimisation budget), and stretch ``freeze_epochs``, the
+    early-stopping ``patience`` and ``min_epochs`` by the same factor, so the frozen
+    warm-up stays the same share of training and a short epoch does not stop a run early."""
     if not cfg.min_steps or cfg.epochs * steps_per_epoch >= cfg.min_steps:
         return cfg
     epochs = -(-cfg.min_steps // steps_per_epoch)
     freeze = round(cfg.freeze_epochs * epochs / cfg.epochs)
     patience = -(-cfg.patience * epochs // cfg.epochs)
-    return dataclasses.replace(cfg, epochs=epochs, freeze_epochs=freeze, patience=patience)
+    least = -(-cfg.min_epochs * epochs // cfg.epochs)
+    return dataclasses.replace(cfg, epochs=epochs, freeze_epochs=freeze, patience=patience, min_epochs=least)
 
 
 def training_record(trainer, module, cfg) -> dict:
@@ -113,6 +114,7 @@ def training_record(trainer, module, cfg) -> dict:
         "epochs_run": int(trainer.current_epoch),
         "epochs_budget": int(cfg.epochs),
         "patience_epochs": int(cfg.patience),
+        "min_epochs": int(least_epochs(cfg)),
         "global_step": int(trainer.global_step),
         "val_history": list(getattr(module, "val_history", [])),  # the validation score per epoch
     }
@@ -213,10 +215,17 @@ def early_stopping_trainer(cfg, out: Path, steps_per_epoch: int, monitor: str):
         callbacks=[best, stop],
         steps_per_epoch=steps_per_epoch,
         find_unused_parameters=cfg.freeze_epochs > 0,
-        # never stopped while the encoder is still frozen or the learning rate still warming up
-        min_epochs=min(cfg.epochs, cfg.freeze_epochs + math.ceil(cfg.warmup_epochs)),
+        min_epochs=least_epochs(cfg),
     )
     return trainer, best
+
+
+def least_epochs(cfg) -> int:
+    """The epochs a run trains before early stopping may end it: ``min_epochs``, and never
+    while the encoder is still frozen or the learning rate still warming up. A slow start
+    (validation at chance for the first epochs, common at small label fractions with a high
+    encoder learning rate) is not a plateau to stop on."""
+    return min(cfg.epochs, max(cfg.min_epochs, cfg.freeze_epochs + math.ceil(cfg.warmup_epochs)))
 
 
 def fit_keep_best(trainer, best, module, train_loader, val_loader, out: Path, resume: bool) -> None:

@@ -147,6 +147,7 @@ class FinetuneConfig(EngineConfig):
     linear_probe: bool = False
     dropout: float = 0.2
     patience: int = 5
+    min_epochs: int = 0  # early stopping cannot end a run before this many epochs (stretched like patience)
     label_fraction: float = 1.0
     min_steps: int = 0  # raise epochs so that at least this many steps run (small label fractions)
     splits: str | None = None
@@ -182,8 +183,9 @@ class FinetuneConfig(EngineConfig):
             raise UserError("focal_gamma >= 0, 0 <= dropout < 1 and freeze_epochs >= 0 are required")
         _check_positive(self, "encoder_lr", strict=True)
         _check_positive(self, "patience")
-        if self.min_steps < 0:
-            raise UserError(f"min_steps={self.min_steps}: must be >= 0")
+        for name in ("min_steps", "min_epochs"):
+            if getattr(self, name) < 0:
+                raise UserError(f"{name}={getattr(self, name)}: must be >= 0")
         for name in ("freeze_blocks", "mixup", "cutmix", "logit_adjust"):
             if getattr(self, name) < 0:
                 raise UserError(f"{name}={getattr(self, name)}: must be >= 0 (0 = off)")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import torch
 from ssl_derm.finetune.train import step_budget
 
@@ -13,12 +15,30 @@ TINY = ["--image-size", "64", "--batch-size", "16", "--no-progress", "--init", "
 
 
 def test_step_budget_stretches_epochs_and_the_frozen_share_together():
-    cfg = FinetuneConfig(epochs=3, freeze_epochs=1, min_steps=80, patience=3)
+    cfg = FinetuneConfig(epochs=3, freeze_epochs=1, min_steps=80, patience=3, min_epochs=2)
     small = step_budget(cfg, steps_per_epoch=8)  # label fraction 0.1 of HAM10000 at batch 64
     assert (small.epochs, small.freeze_epochs, small.patience) == (10, 3, 10)  # patience 3 of 3 epochs
+    assert small.min_epochs == 7  # 2 of 3 epochs, rounded up
     assert step_budget(cfg, steps_per_epoch=88) is cfg  # enough steps already: untouched
     assert step_budget(FinetuneConfig(epochs=3, min_steps=0), 1).epochs == 3
     assert step_budget(FinetuneConfig(epochs=3, min_steps=80), 8).freeze_epochs == 0
+
+
+def _epochs_run(tmp_path, name: str, *extra: str) -> dict:
+    """A run whose validation score cannot move (a learning rate of 1e-12, BatchNorm statistics
+    frozen): early stopping with patience 1 ends it after its second epoch unless held back."""
+    out = tmp_path / name
+    flat = ["--epochs", "4", "--set", "patience=1", "--set", "lr=1e-12", "--set", "encoder_lr=1e-12"]
+    assert main(["finetune", "--out", str(out), "--freeze-bn", *flat, *TINY, *extra]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert {h["balanced_accuracy"] for h in metrics["val_history"]} == {metrics["val_history"][0]["balanced_accuracy"]}
+    return metrics
+
+
+def test_early_stopping_waits_for_min_epochs(tmp_path):
+    assert _epochs_run(tmp_path, "free")["epochs_run"] == 2  # stopped on its first flat epoch
+    held = _epochs_run(tmp_path, "held", "--set", "min_epochs=3")
+    assert (held["epochs_run"], held["min_epochs"]) == (3, 3)
 
 
 def _encoder_after(tmp_path, name: str, epochs: int, freeze: int, *extra: str) -> dict[str, torch.Tensor]:
