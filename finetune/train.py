@@ -196,6 +196,25 @@ def build_finetune(
     return FinetuneRun(cfg, out, lab, inherited, model, module, steps, batch)
 
 
+class FreshEarlyStopping(EarlyStopping):
+    """Lightning's ``EarlyStopping`` with its stop signal decided afresh at every check.
+
+    Lightning's signal is sticky: once patience runs out it stays set, and the Trainer holds
+    it back only until ``min_epochs``, so a run whose validation score rose again in between
+    would still stop at exactly ``min_epochs``. Here a new best clears this callback's own
+    earlier signal: a run stops at the first check, at or after ``min_epochs``, that ends
+    ``patience`` checks without improvement. (Nothing else sets ``should_stop`` in a
+    fine-tuning run.)"""
+
+    _signalled = False
+
+    def _run_early_stopping_check(self, trainer) -> None:
+        if self._signalled:
+            trainer.should_stop = False
+        super()._run_early_stopping_check(trainer)
+        self._signalled = bool(trainer.should_stop)
+
+
 def early_stopping_trainer(cfg, out: Path, steps_per_epoch: int, monitor: str):
     """The fine-tuning trainer: early stopping on ``monitor`` (higher is better) and a
     checkpoint of the best epoch. Returns the trainer and that checkpoint callback."""
@@ -208,7 +227,7 @@ def early_stopping_trainer(cfg, out: Path, steps_per_epoch: int, monitor: str):
         save_last=False,
         enable_version_counter=False,
     )
-    stop = EarlyStopping(monitor=monitor, mode="max", patience=cfg.patience, check_finite=False)
+    stop = FreshEarlyStopping(monitor=monitor, mode="max", patience=cfg.patience, check_finite=False)
     trainer = make_trainer(
         cfg,
         out,

@@ -30,7 +30,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-KEEP_NAMES = {"DONE", "wall_s", "wall.log", "encoder_sha256"}
+KEEP_NAMES = {"DONE", "FAILED", "wall_s", "wall.log", "encoder_sha256"}  # FAILED: a diverged selection point
 KEEP_SUFFIXES = {".json", ".csv", ".md", ".yaml", ".png", ".txt"}
 SKIP_DIRS = {"tensorboard", "checkpoints", "cache", "masks", "__pycache__"}
 MAX_BYTES = 2_000_000

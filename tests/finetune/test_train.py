@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import json
 
+import pytest
+import pytorch_lightning as pl
 import torch
-from ssl_derm.finetune.train import step_budget
+from ssl_derm.finetune.train import early_stopping_trainer, step_budget
+from torch.utils.data import DataLoader, TensorDataset
 
 from ssl_derm.cli import main
 from ssl_derm.config import FinetuneConfig
@@ -39,6 +42,39 @@ def test_early_stopping_waits_for_min_epochs(tmp_path):
     assert _epochs_run(tmp_path, "free")["epochs_run"] == 2  # stopped on its first flat epoch
     held = _epochs_run(tmp_path, "held", "--set", "min_epochs=3")
     assert (held["epochs_run"], held["min_epochs"]) == (3, 3)
+
+
+class _Scripted(pl.LightningModule):
+    """A module whose validation score per epoch is given: early stopping on a known curve."""
+
+    def __init__(self, scores: list[float]) -> None:
+        super().__init__()
+        self.scores, self.w = scores, torch.nn.Parameter(torch.zeros(1))
+
+    def training_step(self, batch, _):
+        return (self.w - batch[0]).pow(2).mean()
+
+    def validation_step(self, batch, _):
+        self.log("val/score", self.scores[self.current_epoch])
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+
+@pytest.mark.parametrize(
+    ("scores", "epochs_run"),
+    [
+        ([0.5, 0.4, 0.4, 0.4, 0.6, 0.5, 0.5, 0.5, 0.5, 0.5], 7),  # patience ran out at 3, a new best at 5
+        ([0.5, 0.4, 0.4, 0.4, 0.4, 0.4, 0.4, 0.4, 0.4, 0.4], 5),  # ran out at 3, held until min_epochs
+        ([0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.7, 0.7], 10),  # patience runs out at 10 = budget
+    ],
+)
+def test_early_stopping_counts_patience_from_the_last_best_after_min_epochs(tmp_path, scores, epochs_run):
+    cfg = FinetuneConfig(epochs=10, patience=2, min_epochs=5, warmup_epochs=0, log_every_n_steps=1)
+    trainer, _ = early_stopping_trainer(cfg, tmp_path, steps_per_epoch=2, monitor="val/score")
+    data = DataLoader(TensorDataset(torch.zeros(4, 1)), batch_size=2)
+    trainer.fit(_Scripted(scores), data, data)
+    assert trainer.current_epoch == epochs_run
 
 
 def _encoder_after(tmp_path, name: str, epochs: int, freeze: int, *extra: str) -> dict[str, torch.Tensor]:
