@@ -285,23 +285,38 @@ def per_image_scores(
     return np.array([r["image"] for r in per]), np.array([r[kind.plot_metric] for r in per]), None
 
 
+def _lesions(run: Path, images: np.ndarray) -> np.ndarray | None:
+    """The lesion (the split's ``group``) of each of ``images``, from the run's
+    ``splits.csv``; None where the run did not keep it, so the bootstrap draws images."""
+    path = run / "splits.csv"
+    if not path.is_file():
+        return None
+    table = pd.read_csv(path, dtype=str, keep_default_na=False)
+    if "group" not in table.columns:
+        return None
+    group = dict(zip(table["image"], table["group"]))
+    found = [group.get(image, "") for image in images]
+    return np.array(found) if all(found) else None
+
+
 def _aligned(pairs: list[tuple[tuple[Path, str], tuple[Path, str]]], kind: Kind, what: str) -> tuple:
     """Per-image scores of each ``((run, predictions file), (run, predictions file))`` pair,
-    as two lists of rows over the same test images, and their class labels. Pairs where a
-    side kept no scores are left out; test images that differ are an error naming ``what``."""
-    a, b, labels, images = [], [], None, None
+    as two lists of rows over the same test images, their class labels and their lesions
+    (``_lesions``). Pairs where a side kept no scores are left out; test images that differ
+    are an error naming ``what``."""
+    a, b, labels, images, lesions = [], [], None, None, None
     for (run_a, file_a), (run_b, file_b) in pairs:
         x = per_image_scores(run_a, kind, file_a)
         y = x if (run_b, file_b) == (run_a, file_a) else per_image_scores(run_b, kind, file_b)
         if x is None or y is None:
             continue
         if images is None:
-            images, labels = x[0], x[2]
+            images, labels, lesions = x[0], x[2], _lesions(run_a, x[0])
         if not (np.array_equal(x[0], images) and np.array_equal(y[0], images)):
             raise UserError(f"{what} were tested on different images")
         a.append(x[1])
         b.append(y[1])
-    return a, b, labels
+    return a, b, labels, lesions
 
 
 def _runs_by_group(rows: list[dict], file: str | None = None) -> dict[tuple, dict[int, Path]]:
@@ -315,9 +330,9 @@ def _runs_by_group(rows: list[dict], file: str | None = None) -> dict[tuple, dic
 
 
 def _versus(runs: dict[tuple, dict[int, Path]], group: tuple, bases, file: str, kind: Kind):
-    """``(baseline, a, b, labels)`` for each of ``bases`` that ran the label fraction and fold
-    of ``group`` (init, fraction, fold): the per-image scores in ``file`` of the seeds both
-    kept, stacked ``[S, N]`` (``_aligned``)."""
+    """``(baseline, a, b, labels, lesions)`` for each of ``bases`` that ran the label fraction
+    and fold of ``group`` (init, fraction, fold): the per-image scores in ``file`` of the seeds
+    both kept, stacked ``[S, N]`` (``_aligned``)."""
     init, frac, fold = group
     mine = runs[group]
     for base in bases:
@@ -325,32 +340,34 @@ def _versus(runs: dict[tuple, dict[int, Path]], group: tuple, bases, file: str, 
         if base == init or theirs is None:
             continue
         pairs = [((mine[s], file), (theirs[s], file)) for s in sorted(set(mine) & set(theirs))]
-        a, b, labels = _aligned(pairs, kind, f"the runs of {init} and {base}")
+        a, b, labels, lesions = _aligned(pairs, kind, f"the runs of {init} and {base}")
         if a:
-            yield base, np.stack(a), np.stack(b), labels
+            yield base, np.stack(a), np.stack(b), labels, lesions
 
 
 def paired_comparisons(rows: list[dict], kind: Kind) -> pd.DataFrame:
     """Each init against each baseline of ``BASELINES`` in the benchmark (and ``X+decoder``
     against ``X``, its encoder alone), per label fraction and fold: the mean difference of the
     test score (balanced accuracy; Dice for segmentation) over the seeds both ran, with a 95%
-    bootstrap interval over test images and seeds (``stats.paired_bootstrap``). A run that
-    kept no per-image scores is left out."""
+    bootstrap interval over test lesions (all images of a lesion drawn together) and seeds
+    (``stats.paired_bootstrap``). A run that kept no per-image scores is left out."""
     runs = _runs_by_group(rows)
     out = []
     for init, frac, fold in runs:
         # a restored decoder is also judged against the same encoder alone
         decoder_of = [init.removesuffix("+decoder")] if init.endswith("+decoder") else []
-        for base, a, b, labels in _versus(runs, (init, frac, fold), (*BASELINES, *decoder_of), PREDICTIONS, kind):
-            result = paired_bootstrap(a, b, labels)
+        for base, a, b, labels, lesions in _versus(
+            runs, (init, frac, fold), (*BASELINES, *decoder_of), PREDICTIONS, kind
+        ):
+            result = paired_bootstrap(a, b, labels, groups=lesions)
             out.append({"init": init, "baseline": base, "label_fraction": frac, "fold": fold, **result})
-    columns = ["init", "baseline", "label_fraction", "fold", "diff", "lo", "hi", "seeds", "images", "verdict"]
-    return pd.DataFrame(out, columns=columns)
+    columns = ["init", "baseline", "label_fraction", "fold", "diff", "lo", "hi", "seeds", "images", "lesions"]
+    return pd.DataFrame(out, columns=[*columns, "verdict"])
 
 
 def score_intervals(rows: list[dict], kind: Kind) -> pd.DataFrame:
     """Each init's test score (balanced accuracy; Dice for segmentation) per label fraction,
-    the mean over its seeds with a 95% bootstrap interval over test images and seeds
+    the mean over its seeds with a 95% bootstrap interval over test lesions and seeds
     (``stats.bootstrap_interval``), from the runs that kept per-image scores; one split
     only (with folds the test images differ between runs: empty)."""
     columns = ["init", "label_fraction", "mean", "lo", "hi", "seeds", "images"]
@@ -360,7 +377,7 @@ def score_intervals(rows: list[dict], kind: Kind) -> pd.DataFrame:
     for (init, frac, _), seeds in _runs_by_group(rows).items():
         runs = list(seeds.values())
         file = PREDICTIONS  # (segmentation reads metrics.json's per-image Dice)
-        a, _, labels = _aligned([((run, file), (run, file)) for run in runs], kind, f"the runs of {init}")
+        a, _, labels, lesions = _aligned([((run, file), (run, file)) for run in runs], kind, f"the runs of {init}")
         if len(a) < len(runs):  # a run that kept no per-image scores: no interval rather than a partial one
             continue
         a = np.stack(a)
@@ -368,7 +385,7 @@ def score_intervals(rows: list[dict], kind: Kind) -> pd.DataFrame:
             {
                 "init": init,
                 "label_fraction": frac,
-                **bootstrap_interval(a, labels),
+                **bootstrap_interval(a, labels, groups=lesions),
                 "seeds": len(a),
                 "images": a.shape[1],
             }
@@ -381,7 +398,8 @@ def intervals_markdown(intervals: pd.DataFrame, kind: Kind) -> str:
         return ""
     lines = _section(
         f"Test {kind.plot_metric.replace('_', ' ')} with 95% intervals",
-        "Mean over seeds; 95% bootstrap interval over test images and seeds (the label-efficiency plot's bars).",
+        "Mean over seeds; 95% bootstrap interval over test lesions (all images of a lesion drawn together) "
+        "and seeds (the label-efficiency plot's bars).",
         ["init", "label fraction", "seeds", f"{kind.plot_metric.replace('_', ' ')} [95% CI]"],
     )
     for r in intervals.sort_values(["label_fraction", "init"]).to_dict("records"):
@@ -394,19 +412,20 @@ def intervals_markdown(intervals: pd.DataFrame, kind: Kind) -> str:
 def tta_comparisons(rows: list[dict]) -> pd.DataFrame:
     """What test-time augmentation adds to each init's test balanced accuracy, per label
     fraction and fold: the runs that kept both prediction files, TTA against plain on the
-    same model, paired over test images and seeds like ``paired_comparisons``."""
+    same model, paired over test lesions and seeds like ``paired_comparisons``."""
     kind = KINDS["classification"]
     out = []
     for (init, frac, fold), runs in _runs_by_group(rows).items():
         pairs = [((run, PREDICTIONS_TTA), (run, PREDICTIONS)) for run in runs.values()]
-        tta, plain, labels = _aligned(pairs, kind, f"the runs of {init} at label fraction {frac:g}")
+        tta, plain, labels, lesions = _aligned(pairs, kind, f"the runs of {init} at label fraction {frac:g}")
         if not plain:
             continue
         ones = np.ones((1, len(labels)))
         means = [float(np.mean([balanced_accuracy_draws(labels, h, ones)[0] for h in v])) for v in (plain, tta)]
-        result = paired_bootstrap(np.stack(tta), np.stack(plain), labels)
+        result = paired_bootstrap(np.stack(tta), np.stack(plain), labels, groups=lesions)
         out.append({"init": init, "label_fraction": frac, "fold": fold, "plain": means[0], "tta": means[1], **result})
-    columns = ["init", "label_fraction", "fold", "plain", "tta", "diff", "lo", "hi", "seeds", "images", "verdict"]
+    columns = ["init", "label_fraction", "fold", "plain", "tta", "diff", "lo", "hi", "seeds", "images", "lesions"]
+    columns += ["verdict"]
     return pd.DataFrame(out, columns=columns)
 
 
@@ -448,10 +467,10 @@ def cam_comparisons(rows: list[dict]) -> pd.DataFrame:
             "lesion_area": float(tables[0]["lesion_area"][masked].mean()),
             "centre_in_lesion": float(tables[0]["centre_in_lesion"][masked].mean()),
         }
-        for base, a, b, _ in _versus(runs, (init, frac, fold), BASELINES, CAM_FILE, kind):
+        for base, a, b, _, lesions in _versus(runs, (init, frac, fold), BASELINES, CAM_FILE, kind):
             keep = np.isfinite(a).all(0) & np.isfinite(b).all(0)  # the images with a mask
             if keep.any():
-                result = paired_bootstrap(a[:, keep], b[:, keep])
+                result = paired_bootstrap(a[:, keep], b[:, keep], groups=None if lesions is None else lesions[keep])
                 row.update({f"vs_{base}": result["diff"], f"vs_{base}_lo": result["lo"], f"vs_{base}_hi": result["hi"]})
         out.append(row)
     columns = ["init", "label_fraction", "fold", "seeds", "images", "cam_in_lesion", "cam_std", "lesion_area"]
@@ -469,7 +488,7 @@ def cam_markdown(cam: pd.DataFrame) -> str:
         "encoder's last stage) inside the lesion; mean over those images, then mean ± std over seeds. A "
         "uniform map scores the lesion's area share (chance; an all-zero map, which points nowhere, is "
         "scored so), a fixed map peaked at the image centre the next column. Differences to the baselines "
-        "over the same images and the seeds both ran, with a 95% bootstrap interval over images and seeds; "
+        "over the same images and the seeds both ran, with a 95% bootstrap interval over lesions and seeds; "
         "one that contains zero is a tie.",
         "init, label fraction, fold, seeds, images, CAM in lesion, chance, centre map, vs imagenet [95% CI], "
         "vs random [95% CI]",
@@ -527,7 +546,7 @@ def tta_markdown(tta: pd.DataFrame) -> str:
     lines = _section(
         "Test-time augmentation (the 8 flips and 90-degree rotations)",
         "Test balanced accuracy of the same models without and with TTA, mean over seeds; the gain "
-        "with a 95% bootstrap interval over test images and seeds. An interval that contains zero is a tie.",
+        "with a 95% bootstrap interval over test lesions and seeds. An interval that contains zero is a tie.",
         "init, label fraction, fold, seeds, test BA, with TTA, gain [95% CI], verdict",
     )
     for r in tta.sort_values(["label_fraction", "init"]).to_dict("records"):
@@ -559,8 +578,8 @@ def paired_markdown(paired: pd.DataFrame, kind: Kind) -> str:
     metric = "balanced accuracy" if kind is KINDS["classification"] else "Dice"
     lines = _section(
         f"Paired differences in test {metric}",
-        "Mean over the seeds both inits ran; 95% bootstrap interval over test images and seeds "
-        "(the same draws for both). An interval that contains zero is a tie.",
+        "Mean over the seeds both inits ran; 95% bootstrap interval over test lesions (all images of a "
+        "lesion drawn together) and seeds (the same draws for both). An interval that contains zero is a tie.",
         "init, vs, label fraction, fold, seeds, difference [95% CI], verdict",
     )
     for r in paired.sort_values(["baseline", "label_fraction", "init"]).to_dict("records"):

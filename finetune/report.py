@@ -89,7 +89,7 @@ def label_efficiency_plot(
     intervals: pd.DataFrame | None = None,
 ) -> None:
     """Mean ``metric`` per init against the label fraction (log scale). Bars: the 95%
-    bootstrap interval over test images and seeds where ``intervals`` (init, label_fraction,
+    bootstrap interval over test lesions and seeds where ``intervals`` (init, label_fraction,
     lo, hi) has one for every point of an init, else ± the std over seeds."""
     fig, ax = plt.subplots(figsize=(6, 4))
     spans = intervals.set_index(["init", "label_fraction"]) if intervals is not None and len(intervals) else None
@@ -101,7 +101,7 @@ def label_efficiency_plot(
         if spans is not None and all(k in spans.index for k in keys):
             lo, hi = spans.loc[keys, "lo"].to_numpy(), spans.loc[keys, "hi"].to_numpy()
             s = np.stack([np.clip(m - lo, 0, None), np.clip(hi - m, 0, None)])
-            kinds.add("95% CI over test images and seeds")
+            kinds.add("95% CI over test lesions and seeds")
         else:
             kinds.add("± std over seeds")
         ax.errorbar(x, m, yerr=s, marker="o", capsize=3, label=init)

@@ -4,7 +4,9 @@ A benchmark's claim is a difference between two inits, and two things make it no
 test images happen to be in the split, and the fine-tuning seed. ``paired_bootstrap``
 resamples both at once, keeping the pairing (init A and B are always scored on the same
 resampled images, for the same resampled seeds), and returns the mean difference with its
-percentile interval. An interval that contains zero is a tie.
+percentile interval. An interval that contains zero is a tie. With ``groups`` (the lesion of
+each test image) the draws resample lesions, all images of a lesion together: images of one
+lesion are not independent, and counting them as such would narrow the interval.
 """
 
 from __future__ import annotations
@@ -29,6 +31,18 @@ def mean_draws(scores: np.ndarray, weights: np.ndarray) -> np.ndarray:
     return (weights @ scores) / weights.sum(1)
 
 
+def draw_weights(n: int, boot: int, rng: np.random.Generator, groups: np.ndarray | None = None) -> np.ndarray:
+    """``[boot, n]`` bootstrap counts of ``n`` items: each row draws ``n`` items with
+    replacement or, with ``groups`` (``[n]`` labels), as many groups as there are, each drawn
+    group counting once for every one of its items."""
+    if groups is None:
+        return np.stack([np.bincount(rng.integers(0, n, n), minlength=n) for _ in range(boot)]).astype(float)
+    _, group = np.unique(np.asarray(groups), return_inverse=True)
+    g = int(group.max()) + 1
+    counts = np.stack([np.bincount(rng.integers(0, g, g), minlength=g) for _ in range(boot)])
+    return counts[:, group].astype(float)
+
+
 def paired_bootstrap(
     a: np.ndarray,
     b: np.ndarray,
@@ -36,6 +50,7 @@ def paired_bootstrap(
     boot: int = BOOT,
     seed: int = 0,
     resample_seeds: bool = True,
+    groups: np.ndarray | None = None,
 ) -> dict:
     """Mean over seeds of ``score(a) - score(b)`` with a 95% bootstrap interval.
 
@@ -44,8 +59,10 @@ def paired_bootstrap(
     ``labels`` (``[N]`` class indices) the scores are hits and the statistic is balanced
     accuracy; without, the mean score. Each draw resamples the N images (the same draw for
     every seed and both inits) and, with ``resample_seeds``, the S seeds (the same for both
-    inits). Returns ``diff`` (on the data as observed), ``lo``, ``hi``, ``seeds``, ``images``
-    and ``verdict``: ``tie`` when the interval contains zero, else ``ahead`` or ``behind``."""
+    inits; with ``groups``, ``[N]`` lesion ids, whole lesions). Returns ``diff`` (on the data
+    as observed), ``lo``, ``hi``, ``seeds``, ``images``, ``lesions`` (the units resampled: the
+    images without ``groups``) and ``verdict``: ``tie`` when the interval contains zero, else
+    ``ahead`` or ``behind``."""
     a, b = np.atleast_2d(np.asarray(a, float)), np.atleast_2d(np.asarray(b, float))
     if a.shape != b.shape:
         raise ValueError(f"paired scores differ in shape: {a.shape} and {b.shape}")
@@ -53,7 +70,9 @@ def paired_bootstrap(
     if n == 0:
         raise ValueError("no test images to compare")
     rng = np.random.default_rng(seed)
-    weights = np.stack([np.bincount(rng.integers(0, n, n), minlength=n) for _ in range(boot)]).astype(float)
+    if groups is not None and len(groups) != n:
+        raise ValueError(f"{len(groups)} lesion ids for {n} test images")
+    weights = draw_weights(n, boot, rng, groups)
     observed = np.ones((1, n))
 
     def score(x: np.ndarray, w: np.ndarray) -> np.ndarray:  # [S, len(w)]
@@ -72,16 +91,24 @@ def paired_bootstrap(
         "hi": float(hi),
         "seeds": int(s),
         "images": int(n),
+        "lesions": int(len(np.unique(groups))) if groups is not None else int(n),
         "verdict": "tie" if lo <= 0 <= hi else ("ahead" if lo > 0 else "behind"),
     }
 
 
-def bootstrap_interval(a: np.ndarray, labels: np.ndarray | None = None, boot: int = BOOT, seed: int = 0) -> dict:
+def bootstrap_interval(
+    a: np.ndarray,
+    labels: np.ndarray | None = None,
+    boot: int = BOOT,
+    seed: int = 0,
+    groups: np.ndarray | None = None,
+) -> dict:
     """One init's score, the mean over seeds of ``a`` ``[S, N]`` (as ``paired_bootstrap``'s
-    ``a``), with its 95% interval from the same draws of test images and seeds: the paired
-    difference to an init that is never right, whose score is 0 in every draw. Returns
-    ``mean``, ``lo``, ``hi``."""
-    result = paired_bootstrap(a, np.zeros_like(np.atleast_2d(np.asarray(a, float))), labels, boot, seed)
+    ``a``), with its 95% interval from the same draws of test images (or lesions, with
+    ``groups``) and seeds: the paired difference to an init that is never right, whose score
+    is 0 in every draw. Returns ``mean``, ``lo``, ``hi``."""
+    zero = np.zeros_like(np.atleast_2d(np.asarray(a, float)))
+    result = paired_bootstrap(a, zero, labels, boot, seed, groups=groups)
     return {"mean": result["diff"], "lo": result["lo"], "hi": result["hi"]}
 
 

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from sklearn.metrics import balanced_accuracy_score
-from ssl_derm.finetune.stats import balanced_accuracy_draws
+from ssl_derm.finetune.stats import balanced_accuracy_draws, draw_weights
 from torch import nn
 
 from ssl_derm.data.transforms import ImagePipeline
@@ -41,6 +41,7 @@ def knn_data(lab, bank_size: int, seed: int) -> dict | None:
         "bank_labels": torch.as_tensor(labels[bank_idx]),
         "query": lab.bank.gather(lab.indices("val")),
         "query_labels": torch.as_tensor(labels[lab.indices("val")]),
+        "query_groups": lab.table["group"].to_numpy()[lab.indices("val")] if "group" in lab.table else None,
         "classes": lab.classes,
     }
 
@@ -91,15 +92,19 @@ def frozen_probe(encoder: nn.Module, knn: dict, pipeline: ImagePipeline, k: int,
 
 
 def bootstrap_balanced_accuracy(
-    labels: np.ndarray, predictions: dict[str, np.ndarray], reference: str | None = None, n: int = 2000, seed: int = 0
+    labels: np.ndarray,
+    predictions: dict[str, np.ndarray],
+    reference: str | None = None,
+    n: int = 2000,
+    seed: int = 0,
+    groups: np.ndarray | None = None,
 ) -> dict[str, dict]:
     """Balanced accuracy of each prediction set with a 95% bootstrap interval over the
-    queries, and the paired difference to ``reference`` (the same resamples for all)."""
+    queries (over their lesions with ``groups``: all images of a lesion drawn together), and
+    the paired difference to ``reference`` (the same resamples for all)."""
     rng = np.random.default_rng(seed)
     labels = np.asarray(labels)
-    weights = np.stack(
-        [np.bincount(rng.integers(0, len(labels), len(labels)), minlength=len(labels)) for _ in range(n)]
-    )
+    weights = draw_weights(len(labels), n, rng, groups)
     draws = {
         name: balanced_accuracy_draws(labels, (np.asarray(pred) == labels).astype(float), weights)
         for name, pred in predictions.items()

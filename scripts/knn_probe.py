@@ -129,7 +129,11 @@ def main() -> None:
         return
     labels = knn["query_labels"].numpy()
     ref = names[0]
-    stats = {probe: bootstrap_balanced_accuracy(labels, preds, reference=ref) for probe, preds in predictions.items()}
+    groups = knn["query_groups"]  # lesions: all images of one drawn together
+    stats = {
+        probe: bootstrap_balanced_accuracy(labels, preds, reference=ref, groups=groups)
+        for probe, preds in predictions.items()
+    }
     results = []
     for name in names:
         row = {"init": name}
@@ -146,7 +150,10 @@ def main() -> None:
         "queries": "validation split",
         "n_queries": int(len(labels)),
         "bank_per_class": {c: int((knn["bank_labels"] == i).sum()) for i, c in enumerate(knn["classes"])},
-        "bootstrap": "2000 resamples of the validation queries, the same for every init (paired)",
+        "bootstrap": "2000 resamples of the validation "
+        + ("lesions (all images of a lesion together)" if groups is not None else "queries")
+        + ", the same for every init (paired)",
+        "n_lesions": int(len(np.unique(groups))) if groups is not None else None,
         "reference": ref,
     }
     Path(args.out).write_text(json.dumps({"meta": meta, "results": results}, indent=2) + "\n")

@@ -252,6 +252,10 @@ def test_finetune_evaluate_benchmark_end_to_end(pretrained, tmp_path, capsys):
     for r in paired.itertuples():
         expected = ba[("context_restore", r.label_fraction)] - ba[("random", r.label_fraction)]
         assert abs(r.diff - expected) < 1e-9 and r.lo <= r.diff <= r.hi and r.seeds == 1
+    # the draws resample the test split's lesions, all images of one together
+    held = pd.read_csv(ft / "splits.csv").query("split == 'test'")
+    assert (paired["images"] == test_rows).all() and (paired["lesions"] == held["group"].nunique()).all()
+    assert held["group"].nunique() < test_rows  # the sample has lesions with several images in test
     assert "## Paired differences in test balanced accuracy" in (bm / "results.md").read_text()
     # each init's balanced accuracy with its interval over test images (and seeds): the plot's bars
     spans = pd.read_csv(bm / "intervals.csv").set_index(["init", "label_fraction"])

@@ -89,3 +89,26 @@ def test_one_inits_interval_is_its_mean_balanced_accuracy_and_narrows_with_image
     assert part["hi"] - part["lo"] > 2 * (whole["hi"] - whole["lo"])  # 10x fewer images: ~3x wider
     dice = bootstrap_interval(np.full((2, 50), 0.8), boot=100)  # mean scores, no spread
     assert dice == pytest.approx({"mean": 0.8, "lo": 0.8, "hi": 0.8})
+
+
+def test_lesion_groups_resample_whole_lesions():
+    """Four images of each lesion, scored alike (as a model scores near-copies): counted as 800
+    independent images the interval is about half as wide as the 200 lesions allow."""
+    rng = np.random.default_rng(3)
+    labels = rng.integers(0, 3, 200)
+    a = np.stack([_hits(labels, [0.7] * 3, rng) for _ in range(2)])
+    b = np.stack([_hits(labels, [0.6] * 3, rng) for _ in range(2)])
+    four = np.repeat(np.arange(200), 4)
+    lesions = paired_bootstrap(a, b, labels, boot=1000)
+    as_images = paired_bootstrap(a[:, four], b[:, four], labels[four], boot=1000)
+    grouped = paired_bootstrap(a[:, four], b[:, four], labels[four], boot=1000, groups=four)
+    assert as_images["diff"] == pytest.approx(grouped["diff"]) == pytest.approx(lesions["diff"])
+    width = {k: r["hi"] - r["lo"] for k, r in [("lesions", lesions), ("images", as_images), ("grouped", grouped)]}
+    assert width["grouped"] > 1.6 * width["images"]
+    assert width["grouped"] == pytest.approx(width["lesions"], rel=0.2)
+    assert (grouped["images"], grouped["lesions"]) == (800, 200)
+    # one lesion per image is the image bootstrap, draw for draw
+    assert paired_bootstrap(a, b, labels, boot=200, groups=np.arange(200)) == paired_bootstrap(a, b, labels, boot=200)
+    narrow = bootstrap_interval(a[:, four], labels[four], boot=500)
+    wide = bootstrap_interval(a[:, four], labels[four], boot=500, groups=four)
+    assert wide["hi"] - wide["lo"] > 1.6 * (narrow["hi"] - narrow["lo"])
