@@ -26,6 +26,8 @@
 #               and ImageNet with 95% bootstrap intervals: OUT/benchmark/results.md, paired.csv.
 #               Each run also scores test with the 8 dihedral views (the profile's tta: true):
 #               TTA's gain per init with the same intervals, in the same results.md.
+#  6. verdict   the targets, with the best SSL init chosen on validation
+#               (scripts/protocol_verdict.py) -> OUT/benchmark/verdict.md
 #
 # Across machines: the run folder OUT is not kept, so the small files a later session needs
 # (the split, pretraining settings, wall times and encoder fingerprints, screening tables,
@@ -173,5 +175,9 @@ $SSL benchmark --config "$BENCH" --data "$DATA" --splits "$SPLIT" --image-size "
   --seeds "$SEEDS" --label-fractions "$FRACTIONS" --inits "random,imagenet,$chosen" \
   --out "$OUT/benchmark" --no-progress ${EXTRA:-}
 stamp "benchmark ($(( $(date +%s) - start )) s this pass)"
+# 6. the targets: met, missed, or not all runs in yet (the best SSL init chosen on validation)
+$PY "$ROOT/scripts/protocol_verdict.py" "$OUT/benchmark" --seeds "$SEEDS" --out "$OUT/benchmark/verdict.json" \
+  > "$OUT/benchmark/verdict.md" || echo "protocol_verdict.py failed; no verdict table" >&2
+save
 
-echo "results: $OUT/benchmark/results.md (with TTA), $OUT/screening/screening.md; state: $STATE (commit it)"
+echo "results: $OUT/benchmark/results.md (with TTA), verdict.md, $OUT/screening/screening.md; state: $STATE (commit it)"

@@ -1,0 +1,76 @@
+"""scripts/protocol_verdict.py: the protocol's targets, with the best SSL init chosen on validation."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def tool():
+    spec = importlib.util.spec_from_file_location("protocol_verdict", ROOT / "scripts" / "protocol_verdict.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+# (init, fraction) -> (validation, test) balanced accuracy of every seed. imagenet+simclr is
+# best on test at 0.1 but not on validation: the verdict must follow validation.
+SCORES = {
+    ("random", 0.1): (0.30, 0.28),
+    ("imagenet", 0.1): (0.50, 0.45),
+    ("multitask", 0.1): (0.38, 0.36),
+    ("imagenet+multitask", 0.1): (0.55, 0.47),
+    ("imagenet+simclr", 0.1): (0.52, 0.52),
+    ("random", 1.0): (0.50, 0.48),
+    ("imagenet", 1.0): (0.68, 0.66),
+    ("multitask", 1.0): (0.53, 0.51),
+    ("imagenet+multitask", 1.0): (0.70, 0.67),
+    ("imagenet+simclr", 1.0): (0.69, 0.70),
+}
+
+
+def _tables(seeds: int = 3) -> tuple[pd.DataFrame, pd.DataFrame]:
+    results = pd.DataFrame(
+        [
+            {"init": i, "label_fraction": f, "seed": s, "val_balanced_accuracy": v, "balanced_accuracy": t}
+            for (i, f), (v, t) in SCORES.items()
+            for s in range(seeds)
+        ]
+    )
+    paired = []
+    for (init, frac), (_, test) in SCORES.items():
+        for base in ("random", "imagenet"):
+            if base != init:
+                d = test - SCORES[(base, frac)][1]
+                paired.append({"init": init, "baseline": base, "label_fraction": frac, "diff": d})
+                paired[-1].update(lo=d - 0.03, hi=d + 0.03)
+    return results, pd.DataFrame(paired)
+
+
+def test_targets_follow_the_validation_choice(tool):
+    rows = {(r["target"], r["label_fraction"]): r for r in tool.verdict(*_tables(), seeds=3)}
+    assert rows[("imagenet >= 0.65", 1.0)]["met"] is True
+    assert rows[("imagenet >= 0.65", 1.0)]["value"] == pytest.approx(0.66)
+    ssl = rows[("best SSL > imagenet", 0.1)]
+    assert ssl["init"] == "imagenet+multitask"  # best on validation, though simclr is best on test
+    assert ssl["value"] == pytest.approx(0.02) and ssl["met"] is False  # ahead, but lo = -0.01
+    assert rows[("best SSL > imagenet", 1.0)]["init"] == "imagenet+multitask"
+    assert rows[("best SSL > imagenet", 1.0)]["met"] is True  # ahead (+0.01) is enough at 1.0
+    scratch = rows[("best scratch SSL >= random + 0.05", 0.1)]
+    assert scratch["init"] == "multitask" and scratch["met"] is True  # +0.08 [+0.05, +0.11]
+    assert rows[("best scratch SSL >= random + 0.05", 1.0)]["met"] is False  # +0.03
+    text = tool.markdown(list(rows.values()))
+    assert "| best SSL > imagenet | 0.1 | imagenet+multitask | 3 | +0.020 | [-0.010, +0.050] | **no** |" in text
+
+
+def test_no_verdict_until_every_seed_is_in(tool):
+    results, paired = _tables()
+    partial = results[~((results["init"] == "imagenet+simclr") & (results["seed"] == 2))]
+    assert all(r["met"] is None for r in tool.verdict(partial, paired, seeds=3))
+    assert "not all runs in" in tool.markdown(tool.verdict(partial, paired, seeds=3))
