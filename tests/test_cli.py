@@ -17,6 +17,7 @@ from sklearn.metrics import balanced_accuracy_score
 from ssl_derm import __version__
 from ssl_derm.cli import main
 from ssl_derm.encoders import build_encoder
+from tests.conftest import load_script
 
 TINY = ["--image-size", "64", "--batch-size", "16", "--no-progress", "--set", "log_every_n_steps=1"]
 
@@ -339,14 +340,9 @@ def test_ci_runs_the_readme_test_command():
 def test_pretrain_curves_keeps_a_finished_runs_validation_curves(pretrained, tmp_path, capsys, monkeypatch):
     """scripts/pretrain_curves.py: the validation curves of a real pretraining run's log, kept in
     curves.csv once the run is DONE (the protocol's state keeps them, not the log)."""
-    import importlib.util
     import shutil
-    from pathlib import Path
 
-    root = Path(__file__).resolve().parents[1]
-    spec = importlib.util.spec_from_file_location("pretrain_curves", root / "scripts" / "pretrain_curves.py")
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
+    tool = load_script("pretrain_curves")
     run = tmp_path / "pretrain" / "context_restore"
     shutil.copytree(pretrained, run)
     log = tool.read_log(run)

@@ -3,23 +3,18 @@
 from __future__ import annotations
 
 import gzip
-import importlib.util
 import os
 from pathlib import Path
 
 import pytest
 
 from ssl_derm.data.sources import sample_dir
-
-ROOT = Path(__file__).resolve().parents[1]
+from tests.conftest import load_script
 
 
 @pytest.fixture(scope="module")
 def state_tool():
-    spec = importlib.util.spec_from_file_location("protocol_state", ROOT / "scripts" / "protocol_state.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("protocol_state")
 
 
 def _run_folder(tmp_path: Path) -> Path:
