@@ -161,6 +161,7 @@ def write_reports(rows: list[dict], out: Path, names: list[str], kind: Kind | No
         if not cam.empty:
             cam.to_csv(out / "cam_in_lesion.csv", index=False)
         more = recall_markdown(rows) + tta_markdown(table) + cam_markdown(cam)
+    more += training_markdown(rows)
     (out / "results.md").write_text(
         f"{kind.title}\n\n"
         + results_markdown(results, list(kind.metrics))
@@ -537,6 +538,41 @@ def recall_markdown(rows: list[dict]) -> str:
             for v in (c[np.isfinite(c)] for c in np.array(recalls).T)
         )
         lines.append(f"| {init} | {frac:g} | {fold} | {len(recalls)} | {cells} |")
+    return "\n".join(lines) + "\n"
+
+
+def training_markdown(rows: list[dict]) -> str:
+    """How each init's reported runs ended (their ``metrics.json``): the epoch kept and the
+    epochs run per seed, against the budget. A run that the budget ended, not the patience,
+    may not have converged: the table counts them."""
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        path = Path(r["_run"]) / "metrics.json" if "_run" in r else None
+        if path is None or not path.is_file():
+            continue
+        m = json.loads(path.read_text())
+        if m.get("epochs_budget") is None:  # written before runs recorded how they ended
+            continue
+        groups.setdefault((r["label_fraction"], r["fold"], r["init"]), []).append({**m, "recipe": r.get("recipe", "")})
+    if not groups:
+        return ""
+    lines = _section(
+        "How the runs ended",
+        "Per seed, the epoch kept (best validation score) and the epochs run; early stopping may end a run "
+        "only from min epochs on, after `patience` epochs without a new best. A run the budget ended may "
+        "not have converged.",
+        "init, label fraction, fold, recipe, epoch kept, epochs run, min epochs, budget, ended by the budget",
+    )
+    for (frac, fold, init), ms in sorted(groups.items(), key=lambda kv: kv[0]):
+        kept = ", ".join(str(m.get("best_epoch")) for m in ms)
+        ran = ", ".join(str(m.get("epochs_run")) for m in ms)
+        budget = max(m["epochs_budget"] for m in ms)
+        by_budget = sum(m.get("epochs_run", 0) >= m["epochs_budget"] for m in ms)
+        least = ms[0].get("min_epochs", "–")
+        lines.append(
+            f"| {init} | {frac:g} | {fold} | {ms[0]['recipe'] or '–'} | {kept} | {ran} | {least} | {budget} | "
+            f"{by_budget} of {len(ms)} |"
+        )
     return "\n".join(lines) + "\n"
 
 

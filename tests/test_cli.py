@@ -258,6 +258,7 @@ def test_finetune_evaluate_benchmark_end_to_end(pretrained, tmp_path, capsys):
     assert (paired["images"] == test_rows).all() and (paired["lesions"] == held["group"].nunique()).all()
     assert held["group"].nunique() < test_rows  # the sample has lesions with several images in test
     assert "## Paired differences in test balanced accuracy" in (bm / "results.md").read_text()
+    assert "## How the runs ended" in (bm / "results.md").read_text()
     # each init's balanced accuracy with its interval over test images (and seeds): the plot's bars
     spans = pd.read_csv(bm / "intervals.csv").set_index(["init", "label_fraction"])
     assert len(spans) == 4 and (spans["seeds"] == 1).all() and (spans["images"] == test_rows).all()

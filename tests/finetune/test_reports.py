@@ -1,10 +1,13 @@
 """The benchmark's report tables from finished runs' per-image files: Grad-CAM mass inside
-the lesion (``cam_comparisons``) and recall per class (``recall_markdown``)."""
+the lesion (``cam_comparisons``), recall per class (``recall_markdown``) and how the runs
+ended (``training_markdown``)."""
+
+import json
 
 import numpy as np
 import pandas as pd
 import pytest
-from ssl_derm.finetune.benchmark import CAM_FILE, cam_comparisons, cam_markdown, recall_markdown
+from ssl_derm.finetune.benchmark import CAM_FILE, cam_comparisons, cam_markdown, recall_markdown, training_markdown
 
 IMAGES = ["a.jpg", "b.jpg", "c.jpg", "d.jpg", "e.jpg"]
 AREA = [0.2, 0.4, 0.3, np.nan, 0.5]  # d.jpg has no mask
@@ -73,3 +76,17 @@ def test_recall_per_class_is_the_mean_over_seeds_with_the_sample_std():
 @pytest.mark.parametrize("rows", [[], [{"init": "x", "label_fraction": 1.0, "fold": 0}]])
 def test_recall_section_is_empty_without_confusion_matrices(rows):
     assert recall_markdown(rows) == ""
+
+
+def test_training_table_counts_the_runs_the_budget_ended(tmp_path):
+    rows = []
+    for seed, (kept, ran) in enumerate([(12, 20), (25, 38), (30, 38)]):  # seeds 1 and 2 ran to the budget
+        run = tmp_path / f"seed{seed}"
+        run.mkdir()
+        record = {"best_epoch": kept, "epochs_run": ran, "epochs_budget": 38, "min_epochs": 19}
+        (run / "metrics.json").write_text(json.dumps(record))
+        rows.append({"init": "random", "label_fraction": 0.1, "fold": 0, "recipe": "encoder_lr=0.001", "_run": run})
+    rows.append({"init": "imagenet", "label_fraction": 0.1, "fold": 0})  # no run folder: left out
+    text = training_markdown(rows)
+    assert "| random | 0.1 | 0 | encoder_lr=0.001 | 12, 25, 30 | 20, 38, 38 | 19 | 38 | 2 of 3 |" in text
+    assert "imagenet" not in text and training_markdown(rows[-1:]) == ""
