@@ -48,7 +48,7 @@ from ssl_derm.data.labeled import (
     write_splits_with_masks,
 )
 from ssl_derm.data.leaks import check_split_by_content, check_unseen
-from ssl_derm.data.splits import make_folds, write_splits
+from ssl_derm.data.splits import label_fraction, make_folds, write_splits
 from ssl_derm.encoders import resolve_encoder_settings
 from ssl_derm.engine import RunFailed, run_dir
 from ssl_derm.errors import UserError
@@ -642,10 +642,11 @@ def run_key(run_cfg: FinetuneConfig, init_fingerprint: str) -> str:
     return hashlib.sha1(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def _current(metrics_file: Path, table: pd.DataFrame, key: str) -> bool:
+def _current(metrics_file: Path, table: pd.DataFrame, key: str, fraction: float = 1.0, seed: int = 0) -> bool:
     """A finished run counts only if this ssl-derm's checkpoint format wrote it (older ones
     had no leak checks), it trained what this benchmark would train (``key``: ``run_key``)
-    and it was validated and tested on this benchmark's split."""
+    and it was trained, validated and tested on this benchmark's split: the ``fraction`` of
+    its training part that ``seed`` draws (``label_fraction``), its validation and test parts."""
     try:
         metrics = json.loads(metrics_file.read_text())
     except json.JSONDecodeError:  # cut short (a copy taken mid-write): not a finished run
@@ -657,10 +658,10 @@ def _current(metrics_file: Path, table: pd.DataFrame, key: str) -> bool:
         return False
     run = pd.read_csv(split_file, dtype=str, keep_default_na=False)
 
-    def held(t):
-        return set(map(tuple, t.loc[t["split"].isin(["val", "test"]), ["image", "split"]].to_numpy()))
+    def parts(t):
+        return set(map(tuple, t.loc[t["split"].isin(["train", "val", "test"]), ["image", "split"]].to_numpy()))
 
-    return held(run) == held(table)
+    return parts(run) == parts(label_fraction(table, fraction, seed))
 
 
 def _slug_recipe(point: dict) -> str:
@@ -689,7 +690,7 @@ class _Runner:
         if init not in self.prints:
             self.prints[init] = weights_fingerprint(init)
         key = run_key(run_cfg, self.prints[init])
-        if done.is_file() and not _current(done, lab.table, key):
+        if done.is_file() and not _current(done, lab.table, key, run_cfg.label_fraction, run_cfg.seed):
             print(f"{label}: stale (older ssl-derm, another split, other settings or init weights), run again")
             done.unlink()
         if done.is_file():

@@ -327,6 +327,13 @@ def test_finetune_evaluate_benchmark_end_to_end(pretrained, tmp_path, capsys):
     assert main(args) == 0
     out = capsys.readouterr().out
     assert out.count("done, skipped") == 3 and out.count("stale") == 1
+    # ... and so is one trained on another training part than this split's (another data folder)
+    second = bm / results["run"].iloc[1]
+    split = pd.read_csv(second / "splits.csv")
+    split.drop(index=split.index[split["split"] == "train"][:1]).to_csv(second / "splits.csv", index=False)
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert out.count("done, skipped") == 3 and out.count("stale") == 1
 
 
 def test_ci_runs_the_readme_test_command():
