@@ -287,8 +287,9 @@ def per_image_scores(
 
 
 def _lesions(run: Path, images: np.ndarray) -> np.ndarray | None:
-    """The lesion (the split's ``group``) of each of ``images``, from the run's
-    ``splits.csv``; None where the run did not keep it, so the bootstrap draws images."""
+    """The lesion (the split's ``group``) of each of ``images`` (paths, or file names as in a
+    segmentation run's per-image Dice), from the run's ``splits.csv``; None where the run did
+    not keep it, so the bootstrap draws images (and says so)."""
     path = run / "splits.csv"
     if not path.is_file():
         return None
@@ -296,8 +297,12 @@ def _lesions(run: Path, images: np.ndarray) -> np.ndarray | None:
     if "group" not in table.columns:
         return None
     group = dict(zip(table["image"], table["group"]))
-    found = [group.get(image, "") for image in images]
-    return np.array(found) if all(found) else None
+    group.update(zip(table["image"].map(lambda p: Path(p).name), table["group"]))
+    found = [group.get(str(image), "") for image in images]
+    if not all(found):
+        print(f"{run}: test images missing from its splits.csv; intervals drawn over images", file=sys.stderr)
+        return None
+    return np.array(found)
 
 
 def _aligned(pairs: list[tuple[tuple[Path, str], tuple[Path, str]]], kind: Kind, what: str) -> tuple:
@@ -627,7 +632,7 @@ def paired_markdown(paired: pd.DataFrame, kind: Kind) -> str:
 
 
 SELECT_SEED = 1000  # the recipe-selection runs' seed offset: apart from the reported seeds 0..S-1
-FAILED = "FAILED"  # in a selection run beyond the grid that diverged: why (it is not tried again)
+FAILED = "FAILED"  # in a selection run beyond the grid that diverged: its run_key and why (not tried again)
 
 # Settings that say where a run lives or how it reports, not what it trains.
 _NOT_IN_KEY = {"out", "splits", "data", "cache_dir", "progress", "num_workers", "score_test", "log_every_n_steps"}
@@ -674,9 +679,8 @@ class _Runner:
     def __init__(self, cfg: BenchmarkConfig, base: dict) -> None:
         self.cfg, self.base, self.labs, self.prints = cfg, base, {}, {}
 
-    def __call__(self, label: str, run: Path, init: str, frac: float, seed: int, fold, extra: dict) -> dict:
-        done = run / "metrics.json"
-        lab = fold["lab"]
+    def settings(self, run: Path, init: str, frac: float, seed: int, fold, extra: dict) -> tuple:
+        """The run's ``FinetuneConfig`` and its ``run_key``."""
         settings = {
             **self.base,
             **extra,
@@ -689,7 +693,15 @@ class _Runner:
         run_cfg = resolve_encoder_settings(FinetuneConfig(**settings))
         if init not in self.prints:
             self.prints[init] = weights_fingerprint(init)
-        key = run_key(run_cfg, self.prints[init])
+        return run_cfg, run_key(run_cfg, self.prints[init])
+
+    def key(self, run: Path, init: str, frac: float, seed: int, fold, extra: dict) -> str:
+        return self.settings(run, init, frac, seed, fold, extra)[1]
+
+    def __call__(self, label: str, run: Path, init: str, frac: float, seed: int, fold, extra: dict) -> dict:
+        done = run / "metrics.json"
+        lab = fold["lab"]
+        run_cfg, key = self.settings(run, init, frac, seed, fold, extra)
         if done.is_file() and not _current(done, lab.table, key, run_cfg.label_fraction, run_cfg.seed):
             print(f"{label}: stale (older ssl-derm, another split, other settings or init weights), run again")
             done.unlink()
@@ -830,25 +842,20 @@ def _select(
     def trial(point: dict, label: str, beyond: bool = False) -> None:
         slug = _slug_recipe(point)
         run = root / "select" / slug
-        failed = run / FAILED
+        failed = run / FAILED  # the run_key of the run that diverged, then why
+        extra = {**(variant or {}), **point, "score_test": False}
+        key = runner.key(run, init, frac, SELECT_SEED, fold, extra)
         try:
-            if beyond and failed.is_file():  # diverged before (a CPU run repeats exactly): not tried again
-                raise RunFailed(failed.read_text().strip())
-            m = runner(
-                f"{label} {where}: {slug}",
-                run,
-                init,
-                frac,
-                SELECT_SEED,
-                fold,
-                {**(variant or {}), **point, "score_test": False},
-            )
+            if beyond and failed.is_file() and failed.read_text().split("\n")[0] == key:
+                # the same run diverged before (a CPU run repeats exactly): not tried again
+                raise RunFailed(failed.read_text().split("\n", 1)[1].strip())
+            m = runner(f"{label} {where}: {slug}", run, init, frac, SELECT_SEED, fold, extra)
             score = m[kind.val_key] or 0.0
         except RunFailed as e:
             if not beyond:  # a grid point that diverges is the recipe's problem: say so and stop
                 raise
             run.mkdir(parents=True, exist_ok=True)
-            failed.write_text(f"{e}\n")
+            failed.write_text(f"{key}\n{e}\n")
             print(f"{label} {where}: {slug} failed ({e}); scored as the worst point")
             score = -1.0
         scores.append((score, -len(scores) - 1, slug, point))

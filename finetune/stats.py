@@ -57,9 +57,9 @@ def paired_bootstrap(
     ``a`` and ``b`` are ``[S, N]``: per-image scores of the two inits for the same S seeds
     (row s of both: fine-tuning seed s) on the same N test images in the same order. With
     ``labels`` (``[N]`` class indices) the scores are hits and the statistic is balanced
-    accuracy; without, the mean score. Each draw resamples the N images (the same draw for
-    every seed and both inits) and, with ``resample_seeds``, the S seeds (the same for both
-    inits; with ``groups``, ``[N]`` lesion ids, whole lesions). Returns ``diff`` (on the data
+    accuracy; without, the mean score. Each draw resamples the N images (with ``groups``,
+    ``[N]`` lesion ids, whole lesions; the same draw for every seed and both inits) and, with
+    ``resample_seeds``, the S seeds (the same for both inits). Returns ``diff`` (on the data
     as observed), ``lo``, ``hi``, ``seeds``, ``images``, ``lesions`` (the units resampled: the
     images without ``groups``) and ``verdict``: ``tie`` when the interval contains zero, else
     ``ahead`` or ``behind``."""

@@ -208,6 +208,10 @@ class FreshEarlyStopping(EarlyStopping):
 
     _signalled = False
 
+    @property
+    def state_key(self) -> str:  # EarlyStopping's own, so a checkpoint written with it resumes here
+        return "EarlyStopping" + repr({"monitor": self.monitor, "mode": self.mode})
+
     def _run_early_stopping_check(self, trainer) -> None:
         if self._signalled:
             trainer.should_stop = False

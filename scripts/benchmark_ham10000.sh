@@ -176,8 +176,12 @@ $SSL benchmark --config "$BENCH" --data "$DATA" --splits "$SPLIT" --image-size "
   --out "$OUT/benchmark" --no-progress ${EXTRA:-}
 stamp "benchmark ($(( $(date +%s) - start )) s this pass)"
 # 6. the targets: met, missed, or not all runs in yet (the best SSL init chosen on validation)
-$PY "$ROOT/scripts/protocol_verdict.py" "$OUT/benchmark" --seeds "$SEEDS" --out "$OUT/benchmark/verdict.json" \
-  > "$OUT/benchmark/verdict.md" || echo "protocol_verdict.py failed; no verdict table" >&2
+if $PY "$ROOT/scripts/protocol_verdict.py" "$OUT/benchmark" --seeds "$SEEDS" --out "$OUT/benchmark/verdict.json" \
+  > "$OUT/benchmark/verdict.md.part"; then
+  mv "$OUT/benchmark/verdict.md.part" "$OUT/benchmark/verdict.md"
+else
+  rm -f "$OUT/benchmark/verdict.md.part"; echo "protocol_verdict.py failed; no verdict table" >&2
+fi
 save
 
 echo "results: $OUT/benchmark/results.md (with TTA), verdict.md, $OUT/screening/screening.md; state: $STATE (commit it)"

@@ -4,9 +4,10 @@
 
     python scripts/protocol_verdict.py runs/ham10000_cpu/benchmark [--seeds 3] [--out verdict.json]
 
-Which SSL init is "the best" is decided on the *validation* split: the init whose reported
-runs have the highest mean validation balanced accuracy at that label fraction. Test is only
-read for the chosen init's figures, never to choose it. Targets, on test balanced accuracy:
+Which SSL init is "the best" is decided on the *validation* split, once for all label
+fractions: the init with the highest validation balanced accuracy of its reported runs,
+averaged per label fraction, then over the fractions. Test is only read for the chosen
+init's figures, never to choose it. Targets, on test balanced accuracy:
 
 1. ImageNet at label fraction 1.0: at least 0.65.
 2. The best SSL init ahead of ImageNet at every label fraction; at 0.1, its paired 95%
@@ -14,6 +15,8 @@ read for the chosen init's figures, never to choose it. Targets, on test balance
 3. The best scratch SSL init (pretrained from random weights) at least +0.05 over random at
    every label fraction, with its paired 95% interval above zero.
 
+Until every init of the benchmark's ``config.yaml`` has every seed at every label fraction,
+each target reads "not all runs in". One split only (``--folds`` benchmarks: refused).
 Prints a markdown table; ``--out`` also writes it as JSON.
 """
 
@@ -24,6 +27,7 @@ import json
 from pathlib import Path
 
 import pandas as pd
+import yaml
 
 BASELINES = ("random", "imagenet")
 
@@ -36,11 +40,14 @@ def is_scratch(init: str) -> bool:
     return is_ssl(init) and not init.startswith("imagenet+")
 
 
-def best_on_validation(results: pd.DataFrame, frac: float, keep) -> tuple[str | None, dict[str, float]]:
-    """The init (among those ``keep`` accepts) with the highest mean validation balanced
-    accuracy of its reported runs at label fraction ``frac``, and every candidate's mean."""
-    rows = results[(results["label_fraction"] == frac) & results["init"].map(keep)]
-    means = rows.groupby("init")["val_balanced_accuracy"].mean().sort_values(ascending=False)
+def best_on_validation(results: pd.DataFrame, keep) -> tuple[str | None, dict[str, float]]:
+    """The init (among those ``keep`` accepts, and run at every label fraction) with the
+    highest validation balanced accuracy: its reported runs' mean per label fraction, then
+    the mean over the fractions. Returns it and every candidate's score."""
+    rows = results[results["init"].map(keep)]
+    per_fraction = rows.groupby(["init", "label_fraction"])["val_balanced_accuracy"].mean().unstack()
+    per_fraction = per_fraction.reindex(columns=sorted(results["label_fraction"].unique())).dropna()
+    means = per_fraction.mean(axis=1).sort_values(ascending=False)
     return (means.index[0] if len(means) else None), {k: round(float(v), 4) for k, v in means.items()}
 
 
@@ -49,11 +56,21 @@ def _paired(paired: pd.DataFrame, init: str, base: str, frac: float) -> dict | N
     return None if row.empty else row.iloc[0].to_dict()
 
 
-def verdict(results: pd.DataFrame, paired: pd.DataFrame, seeds: int) -> list[dict]:
-    """One row per target and label fraction: what was measured and whether it is met."""
-    fractions = sorted(results["label_fraction"].unique())
+def verdict(
+    results: pd.DataFrame,
+    paired: pd.DataFrame,
+    seeds: int,
+    fractions: list[float] | None = None,
+    inits: int | None = None,
+) -> list[dict]:
+    """One row per target and label fraction: what was measured and whether it is met
+    (None until every one of ``inits`` inits has ``seeds`` seeds at every one of ``fractions``;
+    by default, the inits and fractions in ``results``)."""
+    fractions = sorted(fractions or results["label_fraction"].unique())
     runs = results.groupby(["init", "label_fraction"])["seed"].nunique()
-    complete = bool(len(runs)) and bool((runs >= seeds).all())
+    names = results["init"].unique()
+    expected = [(i, f) for i in names for f in fractions]
+    complete = len(names) >= (inits or 0) and bool(expected) and all(runs.get(k, 0) >= seeds for k in expected)
     out = []
 
     def row(target, frac, init, value, lo, hi, met, chosen_by=None, note=""):
@@ -72,12 +89,14 @@ def verdict(results: pd.DataFrame, paired: pd.DataFrame, seeds: int) -> list[dic
             }
         )
 
-    if 1.0 in fractions:
-        ba = results[(results["init"] == "imagenet") & (results["label_fraction"] == 1.0)]["balanced_accuracy"]
-        mean = float(ba.mean()) if len(ba) else None
-        row("imagenet >= 0.65", 1.0, "imagenet", mean, None, None, mean is not None and mean >= 0.65)
+    ba = results[(results["init"] == "imagenet") & (results["label_fraction"] == 1.0)]["balanced_accuracy"]
+    mean = float(ba.mean()) if len(ba) else None
+    note = "" if 1.0 in fractions else "label fraction 1.0 is not in this benchmark"
+    row("imagenet >= 0.65", 1.0, "imagenet", mean, None, None, mean is not None and mean >= 0.65, note=note)
+    best_ssl, ssl_means = best_on_validation(results, is_ssl)
+    best_scratch, scratch_means = best_on_validation(results, is_scratch)
     for frac in fractions:
-        best, means = best_on_validation(results, frac, is_ssl)
+        best, means = best_ssl, ssl_means
         p = _paired(paired, best, "imagenet", frac) if best else None
         if p is None:
             row("best SSL > imagenet", frac, best, None, None, None, False, means, "no paired comparison")
@@ -86,7 +105,7 @@ def verdict(results: pd.DataFrame, paired: pd.DataFrame, seeds: int) -> list[dic
             met = p["diff"] > 0 and (p["lo"] > 0 if need_interval else True)
             note = "interval above zero required" if need_interval else "ahead required"
             row("best SSL > imagenet", frac, best, p["diff"], p["lo"], p["hi"], met, means, note)
-        best, means = best_on_validation(results, frac, is_scratch)
+        best, means = best_scratch, scratch_means
         p = _paired(paired, best, "random", frac) if best else None
         if p is None:
             row("best scratch SSL >= random + 0.05", frac, best, None, None, None, False, means, "no scratch init")
@@ -125,8 +144,15 @@ def main() -> None:
         if not (args.benchmark / name).is_file():
             raise SystemExit(f"{args.benchmark / name}: not found; run the benchmark first")
     results = pd.read_csv(args.benchmark / "results.csv")
+    if results["fold"].nunique() > 1:
+        raise SystemExit(f"{args.benchmark}: a --folds benchmark; the targets are defined on one split")
     paired = pd.read_csv(args.benchmark / "paired.csv")
-    rows = verdict(results, paired, args.seeds)
+    fractions, inits = None, None
+    config = args.benchmark / "config.yaml"
+    if config.is_file():  # what the benchmark was asked to run: every init at every fraction
+        asked = yaml.safe_load(config.read_text())
+        fractions, inits = [float(f) for f in asked["label_fractions"]], len(asked["inits"])
+    rows = verdict(results, paired, args.seeds, fractions, inits)
     print(markdown(rows), end="")
     if args.out:
         args.out.write_text(json.dumps(rows, indent=2) + "\n")

@@ -32,6 +32,9 @@ def _run_folder(tmp_path: Path) -> Path:
     big = out / "benchmark/runs/random/fraction1/seed0/metrics.json"  # per-image scores: > 100 kB
     big.parent.mkdir(parents=True)
     big.write_text('{"per_image": [' + ", ".join(['{"dice": 0.9}'] * 10_000) + "]}")
+    failed = out / "benchmark/runs/random/fraction1/select/encoder_lr=0.037/FAILED"  # a diverged selection point
+    failed.parent.mkdir(parents=True)
+    failed.write_text("0123abcd\nnon-finite loss at step 3\n")
     (out / "pretrain/rotation").mkdir(parents=True)
     (out / "pretrain/rotation/DONE").write_text("profile=cpu steps=300")
     (out / "pretrain/rotation/ssl.ckpt").write_bytes(b"weights")
@@ -48,6 +51,7 @@ def test_save_keeps_the_small_files_and_restore_brings_them_back(state_tool, tmp
         "benchmark/runs/imagenet/fraction1/seed0/metrics.json",
         "benchmark/runs/imagenet/fraction1/seed0/splits.csv.gz",
         "benchmark/runs/random/fraction1/seed0/metrics.json.gz",
+        "benchmark/runs/random/fraction1/select/encoder_lr=0.037/FAILED",
         "pretrain/rotation/DONE",
         "split/splits.csv.gz",
     ]
@@ -63,6 +67,8 @@ def test_save_keeps_the_small_files_and_restore_brings_them_back(state_tool, tmp
     assert (again / "split/splits.csv").read_bytes() == (out / "split/splits.csv").read_bytes()
     assert (again / "benchmark/runs/imagenet/fraction1/seed0/metrics.json").read_text() == '{"balanced_accuracy": 0.5}'
     assert not (again / "pretrain/rotation/ssl.ckpt").exists()
+    failed = "benchmark/runs/random/fraction1/select/encoder_lr=0.037/FAILED"
+    assert (again / failed).read_text() == (out / failed).read_text()
     big = "benchmark/runs/random/fraction1/seed0/metrics.json"
     assert (again / big).read_text() == (out / big).read_text()
 

@@ -68,3 +68,26 @@ def test_no_verdict_until_every_seed_is_in(tool):
     partial = results[~((results["init"] == "imagenet+simclr") & (results["seed"] == 2))]
     assert all(r["met"] is None for r in tool.verdict(partial, paired, seeds=3))
     assert "not all runs in" in tool.markdown(tool.verdict(partial, paired, seeds=3))
+
+
+def test_one_best_init_for_every_label_fraction(tool):
+    """imagenet+simclr is best on validation at 1.0 only; imagenet+multitask, best on the mean
+    over fractions, is judged at both."""
+    results, paired = _tables()
+    results.loc[
+        (results["init"] == "imagenet+simclr") & (results["label_fraction"] == 1.0), "val_balanced_accuracy"
+    ] = 0.72
+    rows = [r for r in tool.verdict(results, paired, seeds=3) if r["target"] == "best SSL > imagenet"]
+    assert [r["init"] for r in rows] == ["imagenet+multitask", "imagenet+multitask"]
+    assert rows[0]["validation_means"] == {"imagenet+multitask": 0.625, "imagenet+simclr": 0.62, "multitask": 0.455}
+
+
+def test_a_fraction_or_init_not_yet_run_leaves_every_target_open(tool):
+    results, paired = _tables()
+    only = results[results["label_fraction"] == 0.1]  # 1.0 not run yet
+    rows = tool.verdict(only, paired, seeds=3, fractions=[0.1, 1.0], inits=5)
+    assert rows[0]["target"] == "imagenet >= 0.65" and rows[0]["value"] is None
+    assert all(r["met"] is None for r in rows)
+    fewer = results[results["init"] != "imagenet+simclr"]  # an init with no run at all
+    assert all(r["met"] is None for r in tool.verdict(fewer, paired, seeds=3, fractions=[0.1, 1.0], inits=5))
+    assert all(r["met"] is not None for r in tool.verdict(results, paired, seeds=3, fractions=[0.1, 1.0], inits=5))

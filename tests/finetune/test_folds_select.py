@@ -110,7 +110,10 @@ class _FakeRunner:
 
     def __init__(self, extend: int) -> None:
         self.cfg = BenchmarkConfig(select_on="val", select_extend=extend)
-        self.calls = []
+        self.calls, self.version = [], "v1"  # version: what the run_key would change with
+
+    def key(self, run, init, frac, seed, fold, extra):
+        return f"{self.version}:{extra['encoder_lr']}"
 
     def __call__(self, label, run, init, frac, seed, fold, extra):
         self.calls.append((run.name, seed, extra["score_test"]))
@@ -152,5 +155,9 @@ def test_a_diverging_point_beyond_the_grid_loses_and_is_not_tried_again(tmp_path
     again = Diverging(extend=2)  # a resumed benchmark: the failure is read back, not rerun
     assert _select(again, grid, tmp_path, "here", "random", 0.1, None)[1] == point
     assert [name for name, _, _ in again.calls] == ["encoder_lr=0.0003", "encoder_lr=0.001", "encoder_lr=0.00333"]
+    changed = Diverging(extend=2)  # other settings: the old failure says nothing about this run, tried again
+    changed.version = "v2"
+    assert _select(changed, grid, tmp_path, "here", "random", 0.1, None)[1] == point
+    assert changed.calls[-1][0] == "encoder_lr=0.0111"
     with pytest.raises(RunFailed):  # a grid point that diverges stops the benchmark
         _select(Diverging(extend=0), [{"encoder_lr": 1e-2}], tmp_path / "grid", "here", "random", 0.1, None)

@@ -172,6 +172,8 @@ def test_finetune_evaluate_benchmark_segmentation_end_to_end(pretrained, tmp_pat
     expected = results["dice"].iloc[1] - results["dice"].iloc[0]
     bm_test = (pd.read_csv(bm / "splits.csv")["split"] == "test").sum()
     assert abs(paired["diff"].iloc[0] - expected) < 1e-6 and paired["images"].iloc[0] == bm_test
+    held = pd.read_csv(bm / "splits.csv").query("split == 'test'")  # the draws take whole lesions
+    assert paired["lesions"].iloc[0] == held["group"].nunique() < bm_test
     assert results[["val_dice", "dice", "jaccard"]].stack().between(0, 1).all()
     assert (bm / "results.md").is_file() and (bm / "label_efficiency.png").is_file()
     ran = [json.loads((bm / "runs" / n / "fraction1" / "seed0" / "metrics.json").read_text()) for n in results["init"]]

@@ -7,7 +7,8 @@ import json
 import pytest
 import pytorch_lightning as pl
 import torch
-from ssl_derm.finetune.train import early_stopping_trainer, step_budget
+from pytorch_lightning.callbacks import EarlyStopping
+from ssl_derm.finetune.train import FreshEarlyStopping, early_stopping_trainer, step_budget
 from torch.utils.data import DataLoader, TensorDataset
 
 from ssl_derm.cli import main
@@ -75,6 +76,13 @@ def test_early_stopping_counts_patience_from_the_last_best_after_min_epochs(tmp_
     data = DataLoader(TensorDataset(torch.zeros(4, 1)), batch_size=2)
     trainer.fit(_Scripted(scores), data, data)
     assert trainer.current_epoch == epochs_run
+
+
+def test_fresh_early_stopping_resumes_from_an_early_stopping_checkpoint():
+    """Lightning files a callback's state under its state_key: EarlyStopping's, so a last.ckpt
+    written before FreshEarlyStopping resumes with its best score and patience count."""
+    fresh = FreshEarlyStopping(monitor="val/balanced_accuracy", mode="max")
+    assert fresh.state_key == EarlyStopping(monitor="val/balanced_accuracy", mode="max").state_key
 
 
 def _encoder_after(tmp_path, name: str, epochs: int, freeze: int, *extra: str) -> dict[str, torch.Tensor]:
