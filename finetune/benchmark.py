@@ -846,9 +846,9 @@ def _select(
         extra = {**(variant or {}), **point, "score_test": False}
         key = runner.key(run, init, frac, SELECT_SEED, fold, extra)
         try:
-            if beyond and failed.is_file() and failed.read_text().split("\n")[0] == key:
-                # the same run diverged before (a CPU run repeats exactly): not tried again
-                raise RunFailed(failed.read_text().split("\n", 1)[1].strip())
+            recorded, _, why = (failed.read_text() if beyond and failed.is_file() else "").partition("\n")
+            if recorded == key:  # the same run diverged before (a CPU run repeats exactly): not tried again
+                raise RunFailed(why.strip())
             m = runner(f"{label} {where}: {slug}", run, init, frac, SELECT_SEED, fold, extra)
             score = m[kind.val_key] or 0.0
         except RunFailed as e:

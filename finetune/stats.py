@@ -35,10 +35,8 @@ def draw_weights(n: int, boot: int, rng: np.random.Generator, groups: np.ndarray
     """``[boot, n]`` bootstrap counts of ``n`` items: each row draws ``n`` items with
     replacement or, with ``groups`` (``[n]`` labels), as many groups as there are, each drawn
     group counting once for every one of its items."""
-    if groups is None:
-        return np.stack([np.bincount(rng.integers(0, n, n), minlength=n) for _ in range(boot)]).astype(float)
-    _, group = np.unique(np.asarray(groups), return_inverse=True)
-    g = int(group.max()) + 1
+    group = np.arange(n) if groups is None else np.unique(np.asarray(groups), return_inverse=True)[1]
+    g = n if groups is None else int(group.max()) + 1
     counts = np.stack([np.bincount(rng.integers(0, g, g), minlength=g) for _ in range(boot)])
     return counts[:, group].astype(float)
 

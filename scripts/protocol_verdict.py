@@ -28,8 +28,7 @@ from pathlib import Path
 
 import pandas as pd
 import yaml
-
-BASELINES = ("random", "imagenet")
+from ssl_derm.finetune.benchmark import BASELINES
 
 
 def is_ssl(init: str) -> bool:
