@@ -2,12 +2,14 @@
 
 Each stage runs the real ssl-derm path (Lightning engine, logging, decoded
 cache, device augmentation) and a minimal hand-written loop over the same
-model, batch size and image size on pre-decoded tensors; ``ratio`` is
-ssl-derm / plain.  The loader's baseline is PIL decode + resize per image.
+model, batch size, image size, device and precision on pre-decoded tensors;
+``ratio`` is ssl-derm / plain.  The loader's baseline is PIL decode + resize per
+image.  On a GPU every timer waits for the device (``torch.cuda.synchronize``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
@@ -32,6 +34,23 @@ from ssl_derm.data.labeled import prepare_labeled
 from ssl_derm.data.sources import sample_unlabeled
 from ssl_derm.encoders import build_encoder, encoder_spec
 from ssl_derm.engine import make_trainer, run_dir
+from ssl_derm.errors import UserError
+
+
+def _now() -> float:
+    """perf_counter once the GPU, if any, has finished what was queued."""
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    return time.perf_counter()
+
+
+def _autocast(precision: str, device: torch.device):
+    """The autocast Lightning applies for ``precision``, for the plain loop."""
+    if precision.startswith("bf16"):
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    if precision.startswith("16"):
+        return torch.autocast(device.type, dtype=torch.float16)
+    return contextlib.nullcontext()
 
 
 class _Timer(Callback):
@@ -42,26 +61,29 @@ class _Timer(Callback):
 
     def on_train_batch_start(self, trainer, module, batch, batch_idx) -> None:
         if trainer.global_step == self.warmup and self.start is None:
-            self.start = time.perf_counter()
+            self.start = _now()
 
     def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
         if self.start is not None:
             images = batch[0] if isinstance(batch, (tuple, list)) else batch
             self.images += images.shape[0]
-            self.end = time.perf_counter()
+            self.end = _now()
 
 
-def _plain_loop(model_step, params, x: torch.Tensor, y: torch.Tensor | None, steps: int, warmup: int) -> float:
+def _plain_loop(
+    model_step, params, x: torch.Tensor, y: torch.Tensor | None, steps: int, warmup: int, autocast
+) -> float:
     opt = torch.optim.AdamW(params, lr=1e-4)
     t0 = 0.0
     for i in range(warmup + steps):
         if i == warmup:
-            t0 = time.perf_counter()
-        loss = model_step(x, y)
+            t0 = _now()
+        with autocast:
+            loss = model_step(x, y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-    return steps * x.shape[0] / (time.perf_counter() - t0)
+    return steps * x.shape[0] / (_now() - t0)
 
 
 def _entry(ours: float, plain: float, **extra) -> dict:
@@ -73,7 +95,9 @@ def _entry(ours: float, plain: float, **extra) -> dict:
     }
 
 
-def _bench_training(kind: str, lab, size: int, batch: int, steps: int, warmup: int, out: Path) -> dict:
+def _bench_training(
+    kind: str, lab, size: int, batch: int, steps: int, warmup: int, out: Path, precision: str = "32-true"
+) -> dict:
     spec = encoder_spec("efficientnet-lite0")
     common = dict(
         encoder="efficientnet-lite0",
@@ -82,6 +106,7 @@ def _bench_training(kind: str, lab, size: int, batch: int, steps: int, warmup: i
         max_steps=warmup + steps,
         progress=False,
         log_every_n_steps=10,
+        precision=precision,
     )
     idx = lab.indices("all")
     need = batch * (warmup + steps + 1)
@@ -104,27 +129,30 @@ def _bench_training(kind: str, lab, size: int, batch: int, steps: int, warmup: i
     trainer.fit(module, make_loader(dataset, batch, shuffle=True, seed=0, drop_last=True))
     ours = timer.images / (timer.end - timer.start)
 
-    gen = torch.Generator().manual_seed(0)
-    model.train()
+    # the plain loop runs where Lightning ran (Lightning hands the model back on the CPU)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    model.to(device).train()
+    gen = torch.Generator().manual_seed(0)  # tasks draw on the CPU, as in training
     if kind == "finetune":
         # the plain loop's input is pre-normalised: no augmentation, no conversion per step
-        x = ImagePipeline(spec.normalization)(lab.bank.gather(idx[:batch]))
-        y = torch.as_tensor(labels[:batch])
+        x = ImagePipeline(spec.normalization).to(device)(lab.bank.gather(idx[:batch]).to(device))
+        y = torch.as_tensor(labels[:batch], device=device)
         step = lambda x, y: torch.nn.functional.cross_entropy(model(x), y)
         params = model.parameters()
     else:
-        x = to_float(lab.bank.gather(idx[:batch]))  # the task makes its views from decoded images
+        x = to_float(lab.bank.gather(idx[:batch]).to(device))  # the task makes its views from decoded images
         y = None
         step = lambda x, y: model(x, generator=gen).loss
         params = model.trainable_parameters()
-    plain = _plain_loop(step, params, x, y, steps, warmup)
+    x = x.contiguous(memory_format=torch.channels_last)
+    plain = _plain_loop(step, params, x, y, steps, warmup, _autocast(precision, device))
     extra = {}
     if kind != "finetune":  # what making the task's views (augmentation, corruption) costs per step
         reps = 5
-        t0 = time.perf_counter()
+        t0 = _now()
         for _ in range(reps):
             model.make_views(x, model.draw(x, gen))
-        per_batch = (time.perf_counter() - t0) / reps
+        per_batch = (_now() - t0) / reps
         extra["views_share_of_step"] = round(per_batch / (batch / plain), 4)
     return _entry(ours, plain, **extra)
 
@@ -169,9 +197,27 @@ def _archive_rss(members: int, jpegs: list[bytes], work: Path) -> int:
     return int(done.stdout.strip().splitlines()[-1]) * 1024
 
 
-def run_bench_speed(out: str | None, quick: bool, data: str | None, overwrite: bool = False) -> dict:
+def run_bench_speed(
+    out: str | None,
+    quick: bool,
+    data: str | None,
+    overwrite: bool = False,
+    *,
+    image_size: int | None = None,
+    batch_size: int | None = None,
+    finetune_batch_size: int | None = None,
+    steps: int | None = None,
+    precision: str = "32-true",
+    archive: bool = True,
+) -> dict:
+    """Time every stage; the sizes default to --quick's or the full run's, each overridable
+    (a GPU profile: ``image_size=224, batch_size=256, finetune_batch_size=64, precision="bf16-mixed"``)."""
+    size, batch, n_steps, warmup = (64, 16, 3, 1) if quick else (128, 32, 10, 2)
+    size, batch, n_steps = image_size or size, batch_size or batch, steps or n_steps
+    ft_batch = finetune_batch_size or batch
+    if size % 32:
+        raise UserError(f"--image-size {size}: use a multiple of 32")
     folder = run_dir(out, "bench-speed", overwrite)
-    size, batch, steps, warmup = (64, 16, 3, 1) if quick else (128, 32, 10, 2)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         lab = prepare_labeled(data, size, cache_dir=tmp / "cache", progress=False)
@@ -180,27 +226,33 @@ def run_bench_speed(out: str | None, quick: bool, data: str | None, overwrite: b
                 "platform": platform.platform(),
                 "cpus": os.cpu_count(),
                 "torch_threads": torch.get_num_threads(),
-                "device": "cuda" if torch.cuda.is_available() else "cpu",
+                "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu",
+                "torch": torch.__version__,
             },
             "settings": {
                 "image_size": size,
                 "batch_size": batch,
-                "timed_steps": steps,
+                "finetune_batch_size": ft_batch,
+                "timed_steps": n_steps,
+                "warmup_steps": warmup,
+                "precision": precision,
                 "encoder": "efficientnet-lite0",
                 "quick": quick,
             },
         }
-        result["loader"] = _bench_loader(lab, size, 2 if quick else 3, batch)
+        result["loader"] = _bench_loader(lab, size, 2 if quick else 3, ft_batch)
         for kind in (*task_names(), "finetune"):
             print(f"timing {kind} ...", flush=True)
             key = "finetune" if kind == "finetune" else f"pretrain_{kind}"
-            result[key] = _bench_training(kind, lab, size, batch, steps, warmup, tmp)
-        result["inference"] = _bench_inference(lab, batch * 4)
-        with zipfile.ZipFile(sample_unlabeled()) as zf:
-            jpegs = [zf.read(n) for n in zf.namelist() if n.endswith(".jpg")]
-        sizes = (1_000, 4_000) if quick else (5_000, 50_000)
-        rss = {str(n): _archive_rss(n, jpegs, tmp) for n in sizes}
-        result["archive_streaming_peak_rss_mb"] = {k: round(v / 2**20, 1) for k, v in rss.items()}
+            b = ft_batch if kind == "finetune" else batch
+            result[key] = _bench_training(kind, lab, size, b, n_steps, warmup, tmp, precision)
+        result["inference"] = _bench_inference(lab, ft_batch * 4)
+        if archive:
+            with zipfile.ZipFile(sample_unlabeled()) as zf:
+                jpegs = [zf.read(n) for n in zf.namelist() if n.endswith(".jpg")]
+            sizes = (1_000, 4_000) if quick else (5_000, 50_000)
+            rss = {str(n): _archive_rss(n, jpegs, tmp) for n in sizes}
+            result["archive_streaming_peak_rss_mb"] = {k: round(v / 2**20, 1) for k, v in rss.items()}
     (folder / "speed.json").write_text(json.dumps(result, indent=2))
     for key in ("loader", *(f"pretrain_{t}" for t in task_names()), "finetune", "inference"):
         r = result[key]
@@ -208,27 +260,30 @@ def run_bench_speed(out: str | None, quick: bool, data: str | None, overwrite: b
             f"{key:26s} {r['images_per_s']:9.1f} img/s   plain {r['plain_loop_images_per_s']:9.1f}   "
             f"ratio {r['ratio']:.2f}"
         )
-    print(f"peak RSS streaming archives: {result['archive_streaming_peak_rss_mb']} MB")
+    if archive:
+        print(f"peak RSS streaming archives: {result['archive_streaming_peak_rss_mb']} MB")
     print(f"wrote {folder / 'speed.json'}")
     return result
 
 
 @torch.no_grad()
 def _bench_inference(lab, batch: int) -> dict:
+    """fp32 on both sides: ``predict_proba`` (predict, evaluation) does not autocast."""
     spec = encoder_spec("efficientnet-lite0")
     model = Classifier(build_encoder(), len(lab.classes)).eval()
     images = lab.bank.gather(lab.indices("all"))
     pipeline = ImagePipeline(spec.normalization)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     predict_proba(model, images[:batch], pipeline, device, batch)
-    t0 = time.perf_counter()
+    t0 = _now()
     predict_proba(model, images, pipeline, device, batch)
-    ours = len(images) / (time.perf_counter() - t0)
+    ours = len(images) / (_now() - t0)
+    model.to(device)
     x = pipeline.to(device)(images.to(device))
-    t0 = time.perf_counter()
+    t0 = _now()
     for i in range(0, len(x), batch):
-        model(x[i : i + batch]).softmax(1)
-    return _entry(ours, len(x) / (time.perf_counter() - t0))
+        model(x[i : i + batch].contiguous(memory_format=torch.channels_last)).softmax(1)
+    return _entry(ours, len(x) / (_now() - t0))
 
 
 __all__ = ["run_bench_speed"]

@@ -431,6 +431,20 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--quick", action="store_true", help="small sizes, under a minute")
     sp.add_argument("--data", help="labelled source (default: bundled sample)")
     sp.add_argument("--overwrite", action="store_true")
+    sp.add_argument("--image-size", type=int, help="px, multiple of 32 (default 128; --quick 64)")
+    sp.add_argument("--batch-size", type=int, help="pretraining batch (default 32; --quick 16)")
+    sp.add_argument("--finetune-batch-size", type=int, help="fine-tuning and loader batch (default: --batch-size)")
+    sp.add_argument("--steps", type=int, help="timed steps per stage, after the warm-up (default 10; --quick 3)")
+    sp.add_argument(
+        "--precision",
+        default="32-true",
+        help="32-true (default), bf16-mixed, 16-mixed (GPU); the plain loop autocasts alike",
+    )
+    sp.add_argument("--no-archive-probe", action="store_true", help="skip the archive-streaming memory probe")
+    sp.epilog = (
+        "The GPU profile's sizes: --image-size 224 --batch-size 256 --finetune-batch-size 64 "
+        "--precision bf16-mixed --steps 30 --no-archive-probe"
+    )
     return p
 
 
@@ -546,7 +560,18 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "bench-speed":
         from ssl_derm.commands.bench_speed import run_bench_speed
 
-        run_bench_speed(args.out, args.quick, args.data, args.overwrite)
+        run_bench_speed(
+            args.out,
+            args.quick,
+            args.data,
+            args.overwrite,
+            image_size=args.image_size,
+            batch_size=args.batch_size,
+            finetune_batch_size=args.finetune_batch_size,
+            steps=args.steps,
+            precision=args.precision,
+            archive=not args.no_archive_probe,
+        )
         return 0
     build_parser().print_help()
     return 2

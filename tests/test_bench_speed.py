@@ -19,3 +19,23 @@ def test_bench_speed_quick_times_every_task_and_stage(tmp_path):
         assert r["images_per_s"] > 0 and r["plain_loop_images_per_s"] > 0, stage
     assert all(0 < result[f"pretrain_{t}"]["views_share_of_step"] < 1 for t in task_names())
     assert set(result["archive_streaming_peak_rss_mb"]) == {"1000", "4000"}
+
+
+def test_bench_speed_takes_a_profiles_sizes_and_precision(tmp_path):
+    # the GPU profile's flags, at sizes a CPU runs in seconds: each is recorded and used
+    out = tmp_path / "speed"
+    args = ["bench-speed", "--quick", "--out", str(out), "--image-size", "32", "--batch-size", "8"]
+    args += ["--finetune-batch-size", "4", "--steps", "1", "--precision", "bf16-mixed", "--no-archive-probe"]
+    assert main(args) == 0
+    result = json.loads((out / "speed.json").read_text())
+    settings = result["settings"]
+    assert (settings["image_size"], settings["batch_size"], settings["finetune_batch_size"]) == (32, 8, 4)
+    assert (settings["timed_steps"], settings["precision"]) == (1, "bf16-mixed")
+    assert "archive_streaming_peak_rss_mb" not in result
+    assert result["finetune"]["images_per_s"] > 0 and result["pretrain_rotation"]["plain_loop_images_per_s"] > 0
+
+
+def test_bench_speed_refuses_a_size_off_the_grid_before_making_its_folder(tmp_path, capsys):
+    assert main(["bench-speed", "--quick", "--out", str(tmp_path / "s"), "--image-size", "100"]) == 2
+    assert "multiple of 32" in capsys.readouterr().err
+    assert not (tmp_path / "s").exists()
