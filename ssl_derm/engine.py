@@ -18,6 +18,7 @@ import torch
 from pytorch_lightning.callbacks import Callback, LearningRateMonitor, ModelCheckpoint
 from pytorch_lightning.loggers import TensorBoardLogger
 from pytorch_lightning.plugins.io import TorchCheckpointIO
+from pytorch_lightning.trainer.states import TrainerFn
 
 from ssl_derm.errors import UserError
 
@@ -56,6 +57,50 @@ class LastCheckpoint(Callback):
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         trainer.save_checkpoint(self.path)
+
+
+class FiniteLossGuard(Callback):
+    """Stops a run whose training loss went non-finite before anything saves its weights.
+
+    The loss is tested on the device every step, but read back (one GPU sync) only every
+    ``every`` steps, at every ``checkpoint_every``-th step (``LastCheckpoint``'s), before
+    validation (``best.ckpt``), at the end of each epoch (``last.ckpt``, ``ssl.ckpt``) and at
+    the end of training. Reading it every step stalled a GPU behind the Python feeding it.
+    Listed first among the callbacks, so it runs before those that save."""
+
+    def __init__(self, every: int, checkpoint_every: int = 0) -> None:
+        self.every, self.checkpoint_every = max(1, every), checkpoint_every
+        self._first: torch.Tensor | None = None  # on the device: the first bad step, or -1
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
+        if loss is not None:
+            bad = ~torch.isfinite(loss.detach()).all()
+            if self._first is None:
+                self._first = torch.full((), -1, dtype=torch.long, device=loss.device)
+            step = trainer.global_step - 1  # the step this batch took
+            self._first = torch.where(bad & (self._first < 0), step, self._first)
+        n = trainer.global_step  # checked on every rank alike, loss or not (DDP)
+        if n % self.every == 0 or (self.checkpoint_every > 0 and n % self.checkpoint_every == 0):
+            self.check(pl_module)
+
+    def on_validation_start(self, trainer, pl_module) -> None:
+        # validation inside fit (trainer.training is False by then): before a NaN model is
+        # scored or saved as best.ckpt
+        if trainer.state.fn == TrainerFn.FITTING and not trainer.sanity_checking:
+            self.check(pl_module)
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        self.check(pl_module)
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        self.check(pl_module)
+
+    def check(self, pl_module) -> None:
+        first = -1 if self._first is None else int(self._first.item())
+        if stop_on_any_rank(pl_module, first >= 0):
+            where = f"at step {first}" if first >= 0 else "on another rank"
+            raise RunFailed(f"non-finite training loss {where}; lower --lr (the last good checkpoint is kept)")
 
 
 class Throughput(Callback):
@@ -177,6 +222,7 @@ def make_trainer(
         # last.ckpt is written after the command's own callbacks (e.g. ssl.ckpt), so a run that
         # can be resumed always has its portable checkpoint of the same epoch beside it.
         callbacks=[
+            FiniteLossGuard(cfg.log_every_n_steps, checkpoint_every_n_steps),
             LearningRateMonitor(logging_interval="step"),
             Throughput(),
             *(callbacks or []),

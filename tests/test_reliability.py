@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import pandas as pd
+import pytest
 import torch
 
 from ssl_derm.cli import main
@@ -269,3 +270,68 @@ def test_finetune_resume_continues_and_keeps_the_best_epoch(tmp_path):
     kept = curve[metrics["best_epoch"] - 1]["balanced_accuracy"]
     assert abs(kept - max(e["balanced_accuracy"] for e in curve)) < 1e-6
     assert abs(metrics["best_epoch_val_balanced_accuracy"] - kept) < 1e-6
+
+
+def test_finite_loss_guard_reads_the_loss_back_only_at_its_checks_and_names_the_first_bad_step():
+    from types import SimpleNamespace
+
+    from ssl_derm.engine import FiniteLossGuard, RunFailed
+
+    guard = FiniteLossGuard(every=4, checkpoint_every=6)
+    from pytorch_lightning.trainer.states import TrainerFn
+
+    fitting = SimpleNamespace(fn=TrainerFn.FITTING)
+    trainer = SimpleNamespace(global_step=0, state=fitting, sanity_checking=False)
+    module = SimpleNamespace()  # no trainer attached: a single process
+    checks = []
+    real_check = guard.check
+    guard.check = lambda m: (checks.append(trainer.global_step), real_check(m))
+    for loss in [1.0, 2.0, float("nan"), 3.0]:  # steps 0-3; the bad one is step 2
+        trainer.global_step += 1
+        if trainer.global_step < 4:
+            guard.on_train_batch_end(trainer, module, {"loss": torch.tensor(loss)}, None, 0)
+    assert checks == []  # steps 1-3: nothing read back yet
+    with pytest.raises(RunFailed, match="at step 2;"):
+        guard.on_train_batch_end(trainer, module, {"loss": torch.tensor(3.0)}, None, 0)  # step 4: a check
+    assert checks == [4]
+    fresh = FiniteLossGuard(every=100, checkpoint_every=6)
+    trainer.global_step = 6  # LastCheckpoint's step: checked before it saves
+    with pytest.raises(RunFailed, match="at step 5;"):
+        fresh.on_train_batch_end(trainer, module, torch.tensor(float("inf")), None, 0)
+    calm = FiniteLossGuard(every=100)
+    calm.on_train_batch_end(trainer, module, {"loss": torch.tensor(0.5)}, None, 0)
+    calm.on_validation_start(trainer, module)
+    calm.on_train_epoch_end(trainer, module)  # finite losses: every check passes
+    bad = FiniteLossGuard(every=100)
+    bad.on_train_batch_end(trainer, module, {"loss": torch.tensor(float("nan"))}, None, 0)
+    trainer.state = SimpleNamespace(fn=TrainerFn.VALIDATING)
+    bad.on_validation_start(trainer, module)  # a validation outside fit: not the guard's business
+    trainer.state = fitting
+    with pytest.raises(RunFailed):
+        bad.on_validation_start(trainer, module)  # before best.ckpt is chosen and saved
+
+
+def test_non_finite_fine_tuning_loss_stops_before_validation_scores_or_saves_it(tmp_path, monkeypatch, capsys):
+    # no periodic check (log_every_n_steps=1000): the check before validation must catch it
+    from ssl_derm.finetune.losses import FocalLoss
+
+    real = FocalLoss.forward
+    calls = {"n": 0}
+
+    def poisoned(self, logits, target):
+        loss = real(self, logits, target)
+        if self.training:
+            calls["n"] += 1
+            if calls["n"] == 15:  # step 14: in the second epoch, before its validation
+                loss = loss * float("nan")
+        return loss
+
+    monkeypatch.setattr(FocalLoss, "forward", poisoned)
+    out = tmp_path / "ft"
+    args = ["finetune", "--init", "random", "--out", str(out), "--epochs", "3", "--set", "log_every_n_steps=1000"]
+    code = main([*args, *TINY])
+    err = capsys.readouterr().err
+    assert code == 1 and "non-finite training loss at step 14;" in err and "Traceback" not in err
+    best = torch.load(out / "checkpoints" / "best.ckpt", weights_only=True)  # the first epoch's
+    assert best["epoch"] == 0
+    assert all(torch.isfinite(v).all() for v in best["state_dict"].values() if v.is_floating_point())
