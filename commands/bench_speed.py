@@ -9,7 +9,9 @@ image.  On a GPU every timer waits for the device (``torch.cuda.synchronize``).
 
 from __future__ import annotations
 
+import collections
 import contextlib
+import dataclasses
 import json
 import os
 import platform
@@ -17,6 +19,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import warnings
 import zipfile
 from pathlib import Path
 
@@ -54,35 +57,76 @@ def _autocast(precision: str, device: torch.device):
 
 
 class _Timer(Callback):
-    """Wall time of the training steps after ``warmup`` steps."""
+    """Wall time of ``steps`` training steps after ``warmup`` steps: the GPU, if any, is
+    waited for at the first and the last only, as the plain loop is. With ``syncs`` (a GPU),
+    it instead records every call that makes the host wait for the GPU, by the line that made
+    it, from the start of step ``warmup`` to the start of step ``warmup + steps`` (the run
+    needs one step more): whole steps, without the run's closing copies."""
 
-    def __init__(self, warmup: int) -> None:
-        self.warmup, self.start, self.end, self.images = warmup, None, None, 0
+    def __init__(self, warmup: int, steps: int, syncs: bool = False) -> None:
+        self.warmup, self.last, self.start, self.end, self.images = warmup, warmup + steps, None, None, 0
+        self.syncs = [] if syncs and torch.cuda.is_available() else None
+        self._catch = None
 
     def on_train_batch_start(self, trainer, module, batch, batch_idx) -> None:
         if trainer.global_step == self.warmup and self.start is None:
             self.start = _now()
+            if self.syncs is not None:
+                self._catch = warnings.catch_warnings(record=True)
+                self.syncs = self._catch.__enter__()
+                warnings.simplefilter("always")
+                torch.cuda.set_sync_debug_mode("warn")
+        elif trainer.global_step == self.last:
+            self._stop()
 
     def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
-        if self.start is not None:
+        if self.start is not None and trainer.global_step <= self.last:
             images = batch[0] if isinstance(batch, (tuple, list)) else batch
             self.images += images.shape[0]
-            self.end = _now()
+            if trainer.global_step == self.last:
+                self.end = _now()
+
+    def on_train_end(self, trainer, module) -> None:
+        self._stop()
+
+    def _stop(self) -> None:
+        if self._catch is not None:
+            torch.cuda.set_sync_debug_mode("default")
+            self._catch.__exit__(None, None, None)
+            self._catch = None
+
+    def sync_report(self) -> dict:
+        """Host-GPU syncs per timed step, and every line that made them (most first). Syncs
+        made only every N steps (logging, periodic checks, checkpoints) fall outside a short
+        window."""
+        steps = self.last - self.warmup
+        where = collections.Counter(
+            f"{Path(w.filename).name}:{w.lineno}" for w in self.syncs if "synchroniz" in str(w.message)
+        )
+        return {
+            "syncs_per_step": round(sum(where.values()) / max(steps, 1), 2),
+            "steps": steps,
+            "sync_sites": dict(where.most_common()),
+        }
 
 
 def _plain_loop(
-    model_step, params, x: torch.Tensor, y: torch.Tensor | None, steps: int, warmup: int, autocast
+    model_step, params, x: torch.Tensor, y: torch.Tensor | None, steps: int, warmup: int, precision: str, device
 ) -> float:
+    """``model_step(x, y, i)`` -> loss, under the autocast (and, for 16-mixed, the gradient
+    scaling) that Lightning applies for ``precision``."""
     opt = torch.optim.AdamW(params, lr=1e-4)
+    scaler = torch.amp.GradScaler(device.type, enabled=precision.startswith("16"))
     t0 = 0.0
     for i in range(warmup + steps):
         if i == warmup:
             t0 = _now()
-        with autocast:
-            loss = model_step(x, y)
+        with _autocast(precision, device):
+            loss = model_step(x, y, i)
         opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        scaler.scale(loss).backward()
+        scaler.step(opt)
+        scaler.update()
     return steps * x.shape[0] / (_now() - t0)
 
 
@@ -96,7 +140,15 @@ def _entry(ours: float, plain: float, **extra) -> dict:
 
 
 def _bench_training(
-    kind: str, lab, size: int, batch: int, steps: int, warmup: int, out: Path, precision: str = "32-true"
+    kind: str,
+    lab,
+    size: int,
+    batch: int,
+    steps: int,
+    warmup: int,
+    out: Path,
+    precision: str = "32-true",
+    syncs: bool = False,
 ) -> dict:
     spec = encoder_spec("efficientnet-lite0")
     common = dict(
@@ -124,34 +176,44 @@ def _bench_training(
         model = task
         module = PretextModule(task, cfg, spec.normalization, len(idx) // batch).to(memory_format=torch.channels_last)
         dataset = BankDataset(lab.bank, idx)
-    timer = _Timer(warmup)
+    timer = _Timer(warmup, steps, syncs)
+    if syncs:
+        cfg = dataclasses.replace(cfg, max_steps=warmup + steps + 1)  # the window ends at the next step's start
     trainer = make_trainer(cfg, out / kind, callbacks=[timer], enable_val=False)
-    trainer.fit(module, make_loader(dataset, batch, shuffle=True, seed=0, drop_last=True))
+    gpu = torch.cuda.is_available()
+    trainer.fit(module, make_loader(dataset, batch, shuffle=True, seed=0, drop_last=True, pin_memory=gpu))
+    if syncs:
+        return timer.sync_report()
     ours = timer.images / (timer.end - timer.start)
 
     # the plain loop runs where Lightning ran (Lightning hands the model back on the CPU)
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device("cuda" if gpu else "cpu")
     model.to(device).train()
     gen = torch.Generator().manual_seed(0)  # tasks draw on the CPU, as in training
     if kind == "finetune":
         # the plain loop's input is pre-normalised: no augmentation, no conversion per step
         x = ImagePipeline(spec.normalization).to(device)(lab.bank.gather(idx[:batch]).to(device))
         y = torch.as_tensor(labels[:batch], device=device)
-        step = lambda x, y: torch.nn.functional.cross_entropy(model(x), y)
+        step = lambda x, y, i: torch.nn.functional.cross_entropy(model(x), y)
         params = model.parameters()
     else:
         x = to_float(lab.bank.gather(idx[:batch]).to(device))  # the task makes its views from decoded images
         y = None
-        step = lambda x, y: model(x, generator=gen).loss
+
+        def step(x, y, i):
+            model.on_train_step(i, warmup + steps)  # momentum encoders update here, as in training
+            return model(x, generator=gen).loss
+
         params = model.trainable_parameters()
     x = x.contiguous(memory_format=torch.channels_last)
-    plain = _plain_loop(step, params, x, y, steps, warmup, _autocast(precision, device))
+    plain = _plain_loop(step, params, x, y, steps, warmup, precision, device)
     extra = {}
     if kind != "finetune":  # what making the task's views (augmentation, corruption) costs per step
         reps = 5
         t0 = _now()
-        for _ in range(reps):
-            model.make_views(x, model.draw(x, gen))
+        with _autocast(precision, device):
+            for _ in range(reps):
+                model.make_views(x, model.draw(x, gen))
         per_batch = (_now() - t0) / reps
         extra["views_share_of_step"] = round(per_batch / (batch / plain), 4)
     return _entry(ours, plain, **extra)
@@ -209,14 +271,18 @@ def run_bench_speed(
     steps: int | None = None,
     precision: str = "32-true",
     archive: bool = True,
+    sync_report: bool = False,
 ) -> dict:
     """Time every stage; the sizes default to --quick's or the full run's, each overridable
-    (a GPU profile: ``image_size=224, batch_size=256, finetune_batch_size=64, precision="bf16-mixed"``)."""
+    (a GPU profile: ``image_size=224, batch_size=256, finetune_batch_size=64, precision="bf16-mixed"``).
+    ``sync_report`` (a GPU): no timing; the host-GPU syncs per training step of each stage instead."""
     size, batch, n_steps, warmup = (64, 16, 3, 1) if quick else (128, 32, 10, 2)
     size, batch, n_steps = image_size or size, batch_size or batch, steps or n_steps
     ft_batch = finetune_batch_size or batch
     if size % 32:
         raise UserError(f"--image-size {size}: use a multiple of 32")
+    if sync_report and not torch.cuda.is_available():
+        raise UserError("--sync-report counts host-GPU syncs: it needs a GPU")
     folder = run_dir(out, "bench-speed", overwrite)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -240,6 +306,15 @@ def run_bench_speed(
                 "quick": quick,
             },
         }
+        if sync_report:
+            for kind in (*task_names(), "finetune"):
+                key = "finetune" if kind == "finetune" else f"pretrain_{kind}"
+                b = ft_batch if kind == "finetune" else batch
+                result[key] = r = _bench_training(kind, lab, size, b, n_steps, warmup, tmp, precision, syncs=True)
+                print(f"{key:26s} {r['syncs_per_step']:6.2f} syncs/step   {r['sync_sites']}", flush=True)
+            (folder / "syncs.json").write_text(json.dumps(result, indent=2))
+            print(f"wrote {folder / 'syncs.json'}")
+            return result
         result["loader"] = _bench_loader(lab, size, 2 if quick else 3, ft_batch)
         for kind in (*task_names(), "finetune"):
             print(f"timing {kind} ...", flush=True)
@@ -274,16 +349,25 @@ def _bench_inference(lab, batch: int) -> dict:
     images = lab.bank.gather(lab.indices("all"))
     pipeline = ImagePipeline(spec.normalization)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    predict_proba(model, images[:batch], pipeline, device, batch)
+    # timed after a first pass over every batch shape, which is reported on its own: on a
+    # GPU a first pass at a new shape pays a one-off set-up that a long prediction pays once
     t0 = _now()
     predict_proba(model, images, pipeline, device, batch)
-    ours = len(images) / (_now() - t0)
+    first = len(images) / (_now() - t0)
+    reps = 5  # a sample is a few batches: time several passes
+    t0 = _now()
+    for _ in range(reps):
+        predict_proba(model, images, pipeline, device, batch)
+    ours = reps * len(images) / (_now() - t0)
     model.to(device)
     x = pipeline.to(device)(images.to(device))
+    for i in range(0, len(x), batch):  # the same warm-up
+        model(x[i : i + batch].contiguous(memory_format=torch.channels_last))
     t0 = _now()
-    for i in range(0, len(x), batch):
-        model(x[i : i + batch].contiguous(memory_format=torch.channels_last)).softmax(1)
-    return _entry(ours, len(x) / (_now() - t0))
+    for _ in range(reps):
+        for i in range(0, len(x), batch):
+            model(x[i : i + batch].contiguous(memory_format=torch.channels_last)).softmax(1)
+    return _entry(ours, reps * len(x) / (_now() - t0), first_pass_images_per_s=round(first, 2))
 
 
 __all__ = ["run_bench_speed"]

@@ -32,9 +32,11 @@ timeout 150 $SSL bench-speed $SPEED_ARGS --out "$OUT/speed" --overwrite 2>&1 | t
 echo "bench-speed rc=${PIPESTATUS[0]} wall_s=$(( $(date +%s) - start ))" | tee -a "$OUT/speed.log"
 
 start=$(date +%s)
+left=$(( T0 + LIMIT - start ))
+if [ "$left" -lt 30 ]; then echo "benchmark: skipped, ${left} s of LIMIT left" | tee "$OUT/benchmark.log"; exit 0; fi
 split=(); [ -n "$SPLITS" ] && split=(--splits "$SPLITS")
 # shellcheck disable=SC2086
-timeout $(( T0 + LIMIT - $(date +%s) )) $SSL benchmark --config "$ROOT/configs/benchmark/ham10000_gpu.yaml" --data "$DATA" "${split[@]}" \
+timeout "$left" $SSL benchmark --config "$ROOT/configs/benchmark/ham10000_gpu.yaml" --data "$DATA" "${split[@]}" \
   --inits imagenet,random --seeds 1 --label-fractions 1.0 --select-on none --set cam_in_lesion=false \
   --out "$OUT/benchmark" --overwrite --no-progress ${EXTRA:-} 2>&1 | tee "$OUT/benchmark.log"
 echo "benchmark rc=${PIPESTATUS[0]} wall_s=$(( $(date +%s) - start ))" | tee -a "$OUT/benchmark.log"

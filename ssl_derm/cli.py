@@ -438,9 +438,15 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument(
         "--precision",
         default="32-true",
-        help="32-true (default), bf16-mixed, 16-mixed (GPU); the plain loop autocasts alike",
+        choices=["32-true", "bf16-mixed", "16-mixed"],
+        help="32-true (default), bf16-mixed, 16-mixed (GPU); the plain loop autocasts (and scales) alike",
     )
     sp.add_argument("--no-archive-probe", action="store_true", help="skip the archive-streaming memory probe")
+    sp.add_argument(
+        "--sync-report",
+        action="store_true",
+        help="GPU: instead of timing, count the calls that make the host wait for the GPU per training step, by line",
+    )
     sp.epilog = (
         "The GPU profile's sizes: --image-size 224 --batch-size 256 --finetune-batch-size 64 "
         "--precision bf16-mixed --steps 30 --no-archive-probe"
@@ -571,6 +577,7 @@ def _dispatch(args: argparse.Namespace) -> int:
             steps=args.steps,
             precision=args.precision,
             archive=not args.no_archive_probe,
+            sync_report=args.sync_report,
         )
         return 0
     build_parser().print_help()

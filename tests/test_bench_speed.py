@@ -39,3 +39,36 @@ def test_bench_speed_refuses_a_size_off_the_grid_before_making_its_folder(tmp_pa
     assert main(["bench-speed", "--quick", "--out", str(tmp_path / "s"), "--image-size", "100"]) == 2
     assert "multiple of 32" in capsys.readouterr().err
     assert not (tmp_path / "s").exists()
+
+
+def test_sync_report_counts_the_warnings_of_the_timed_steps_by_line(monkeypatch):
+    # the plumbing of --sync-report without a GPU: torch's sync warnings are stood in for
+    import warnings
+    from types import SimpleNamespace
+
+    import torch
+    from ssl_derm.commands import bench_speed
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "set_sync_debug_mode", lambda mode: None)
+    monkeypatch.setattr(bench_speed, "_now", lambda: 0.0)
+    warnings.simplefilter("ignore")  # outside the timer's window (pytest restores the filters)
+    timer = bench_speed._Timer(warmup=1, steps=2, syncs=True)
+    trainer = SimpleNamespace(global_step=0)
+    timer.on_train_batch_start(trainer, None, None, 0)
+    warnings.warn("called a synchronizing CUDA operation", UserWarning, stacklevel=1)  # warm-up: not counted
+    trainer.global_step = 1
+    timer.on_train_batch_start(trainer, None, None, 0)  # the window opens at the first timed step
+    for _ in range(2):  # two timed steps, three syncs
+        warnings.warn("called a synchronizing CUDA operation", UserWarning, stacklevel=1)
+    warnings.warn("called a synchronizing CUDA operation", UserWarning, stacklevel=1)
+    warnings.warn("something else", UserWarning, stacklevel=1)
+    trainer.global_step = 3
+    timer.on_train_batch_start(trainer, None, None, 0)  # the step after the last timed one: closed
+    warnings.warn("called a synchronizing CUDA operation", UserWarning, stacklevel=1)  # the closing save: not counted
+    timer.on_train_end(trainer, None)
+    report = timer.sync_report()
+    assert report["syncs_per_step"] == 1.5 and report["steps"] == 2
+    assert sorted(report["sync_sites"].values()) == [1, 2] and all(
+        k.startswith("test_bench_speed.py:") for k in report["sync_sites"]
+    )
