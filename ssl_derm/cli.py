@@ -447,9 +447,11 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="GPU: instead of timing, count the calls that make the host wait for the GPU per training step, by line",
     )
+    sp.formatter_class = argparse.RawDescriptionHelpFormatter  # keep the command line below on its lines
     sp.epilog = (
-        "The GPU profile's sizes: --image-size 224 --batch-size 256 --finetune-batch-size 64 "
-        "--precision bf16-mixed --steps 30 --no-archive-probe"
+        "the GPU profile's sizes:\n"
+        "  ssl-derm bench-speed --image-size 224 --batch-size 256 --finetune-batch-size 64 \\\n"
+        "    --precision bf16-mixed --steps 30 --no-archive-probe"
     )
     return p
 
