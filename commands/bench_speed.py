@@ -306,20 +306,18 @@ def run_bench_speed(
                 "quick": quick,
             },
         }
+        # every training stage: its key in the result, the task (or fine-tuning) and its batch
+        stages = [*((f"pretrain_{t}", t, batch) for t in task_names()), ("finetune", "finetune", ft_batch)]
         if sync_report:
-            for kind in (*task_names(), "finetune"):
-                key = "finetune" if kind == "finetune" else f"pretrain_{kind}"
-                b = ft_batch if kind == "finetune" else batch
+            for key, kind, b in stages:
                 result[key] = r = _bench_training(kind, lab, size, b, n_steps, warmup, tmp, precision, syncs=True)
                 print(f"{key:26s} {r['syncs_per_step']:6.2f} syncs/step   {r['sync_sites']}", flush=True)
             (folder / "syncs.json").write_text(json.dumps(result, indent=2))
             print(f"wrote {folder / 'syncs.json'}")
             return result
         result["loader"] = _bench_loader(lab, size, 2 if quick else 3, ft_batch)
-        for kind in (*task_names(), "finetune"):
+        for key, kind, b in stages:
             print(f"timing {kind} ...", flush=True)
-            key = "finetune" if kind == "finetune" else f"pretrain_{kind}"
-            b = ft_batch if kind == "finetune" else batch
             result[key] = _bench_training(kind, lab, size, b, n_steps, warmup, tmp, precision)
         result["inference"] = _bench_inference(lab, ft_batch * 4)
         if archive:
@@ -329,7 +327,7 @@ def run_bench_speed(
             rss = {str(n): _archive_rss(n, jpegs, tmp) for n in sizes}
             result["archive_streaming_peak_rss_mb"] = {k: round(v / 2**20, 1) for k, v in rss.items()}
     (folder / "speed.json").write_text(json.dumps(result, indent=2))
-    for key in ("loader", *(f"pretrain_{t}" for t in task_names()), "finetune", "inference"):
+    for key in ("loader", *(key for key, _, _ in stages), "inference"):
         r = result[key]
         print(
             f"{key:26s} {r['images_per_s']:9.1f} img/s   plain {r['plain_loop_images_per_s']:9.1f}   "
