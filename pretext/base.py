@@ -182,6 +182,15 @@ class TwoViewTask(PretextTask):
         return pooled_features(self.encoder, x)
 
 
+def to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """Move a step's drawn parameters (drawn on the CPU) to ``device`` without making the
+    host wait for the GPU: a plain copy from pageable memory waits for the GPU's queue to
+    drain, every step. From pinned memory it is queued like a kernel."""
+    if device.type != "cuda" or t.is_cuda:
+        return t.to(device)
+    return t.pin_memory().to(device, non_blocking=True)
+
+
 @torch.no_grad()
 def embedding_health(z0: torch.Tensor, z1: torch.Tensor) -> dict[str, torch.Tensor]:
     """Health signals of a two-view method on a batch of embeddings of paired views:

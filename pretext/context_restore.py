@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import segmentation_models_pytorch as smp
 import torch
-from ssl_derm.pretext.base import PretextTask, StepOutput, TaskSettings
+from ssl_derm.pretext.base import PretextTask, StepOutput, TaskSettings, to_device
 from ssl_derm.pretext.registry import register_task
 from torch import nn
 
@@ -64,7 +64,8 @@ def swap_patches(x: torch.Tensor, swaps: torch.Tensor, patch: int) -> tuple[torc
         raise ValueError(f"swaps must be [B, T, 4] with B={x.shape[0]}, got {tuple(swaps.shape)}")
     out = x.clone()
     touched = torch.zeros_like(x[:, :1])
-    swaps = swaps.to(x.device)
+    one = torch.ones((), dtype=x.dtype, device=x.device)  # a Python 1.0 here is a host-GPU copy per write
+    swaps = to_device(swaps, x.device)
     ar = torch.arange(patch, device=x.device)
     b = torch.arange(x.shape[0], device=x.device)[:, None, None]
     zero = torch.zeros_like(b)
@@ -76,8 +77,8 @@ def swap_patches(x: torch.Tensor, swaps: torch.Tensor, patch: int) -> tuple[torc
         pb = out[b, :, ib[0], ib[1]]
         out[b, :, ia[0], ia[1]] = pb
         out[b, :, ib[0], ib[1]] = pa
-        touched[b, zero, ia[0], ia[1]] = 1.0
-        touched[b, zero, ib[0], ib[1]] = 1.0
+        touched[b, zero, ia[0], ia[1]] = one
+        touched[b, zero, ib[0], ib[1]] = one
     return out, touched
 
 

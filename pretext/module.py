@@ -47,6 +47,8 @@ class PretextModule(pl.LightningModule):
         # progress-bar metrics are read back every step: a GPU sync, so only with a bar to show
         self.log("train/loss", out.loss, prog_bar=self.cfg.progress)
         for key, value in out.scalars.items():
+            if isinstance(value, float):  # Lightning would copy it to the GPU, waiting for it, every step
+                value = torch.full((), value, device=self.device)
             self.log(f"train/{key}", value)
         if self.global_step % self.cfg.log_images_every_n_steps == 0 and self.global_rank == 0:
             self._log_visuals("train", out)

@@ -36,7 +36,7 @@ import torch
 import torch.nn.functional as F
 from kornia.filters import gaussian_blur2d
 from kornia.geometry.transform import warp_affine
-from ssl_derm.pretext.base import PretextTask, StepOutput, TaskSettings
+from ssl_derm.pretext.base import PretextTask, StepOutput, TaskSettings, to_device
 from ssl_derm.pretext.registry import register_task
 from torch import nn
 
@@ -76,7 +76,10 @@ def rotate_batch(
         s = stretch.to(dev, dt)
         a = a @ _rot(phi) @ torch.diag_embed(torch.stack([s, 1 / s], -1)) @ _rot(-phi)
     a = a * (math.sqrt(2.0) * max_stretch)
-    center = torch.tensor([(w - 1) / 2, (h - 1) / 2], device=dev, dtype=dt)
+    # filled on the device: torch.tensor([...], device=...) would be a host copy every step
+    center = torch.stack(
+        [torch.full((), (w - 1) / 2, device=dev, dtype=dt), torch.full((), (h - 1) / 2, device=dev, dtype=dt)]
+    )
     matrix = torch.cat([a, (center - a @ center)[:, :, None]], 2)
     y = warp_affine(x, matrix.to(x.dtype), (h, w), mode="bilinear", padding_mode="reflection", align_corners=True)
     return gaussian_blur2d(y, (7, 7), (1.0, 1.0), border_type="reflect")
@@ -117,10 +120,12 @@ class RotationWarp:
         stretch = torch.exp((torch.rand(b, generator=generator) * 2 - 1) * math.log(self.stretch))
         direction = torch.rand(b, generator=generator) * math.pi
         params = {"labels": labels, "jitter": jitter, "stretch": stretch, "direction": direction}
-        return {k: v.to(x.device) for k, v in params.items()}
+        return {k: to_device(v, x.device) for k, v in params.items()}
 
     def apply(self, x: torch.Tensor, params: dict[str, torch.Tensor]) -> torch.Tensor:
-        degrees = self.angles.to(x.device)[params["labels"]] + params["jitter"]
+        if self.angles.device != x.device:  # once, not a host copy every step
+            self.angles = self.angles.to(x.device)
+        degrees = self.angles[params["labels"]] + params["jitter"]
         return flatten_illumination(rotate_batch(x, degrees, params["stretch"], params["direction"], self.stretch))
 
 
