@@ -46,9 +46,7 @@ class PretextModule(pl.LightningModule):
         out = self.task(images, generator=self.step_generator())  # a non-finite loss: FiniteLossGuard
         # progress-bar metrics are read back every step: a GPU sync, so only with a bar to show
         self.log("train/loss", out.loss, prog_bar=self.cfg.progress)
-        for key, value in out.scalars.items():
-            if isinstance(value, float):  # Lightning would copy it to the GPU, waiting for it, every step
-                value = torch.full((), value, device=self.device)
+        for key, value in self._on_device(out.scalars).items():
             self.log(f"train/{key}", value)
         if self.global_step % self.cfg.log_images_every_n_steps == 0 and self.global_rank == 0:
             self._log_visuals("train", out)
@@ -59,10 +57,15 @@ class PretextModule(pl.LightningModule):
         out = self.task(images, generator=torch.Generator().manual_seed(10_000 + batch_idx))
         n = images.shape[0]
         self.log("val/loss", out.loss, sync_dist=True, batch_size=n)
-        for key, value in out.scalars.items():
+        for key, value in self._on_device(out.scalars).items():
             self.log(f"val/{key}", value, sync_dist=True, batch_size=n)
         if batch_idx == 0 and self.global_rank == 0:
             self._log_visuals("val", out)
+
+    def _on_device(self, scalars: dict) -> dict:
+        """Python floats (a momentum) as tensors filled on the device: Lightning would copy
+        each from the host, making it wait for the GPU, every step."""
+        return {k: torch.full((), v, device=self.device) if isinstance(v, float) else v for k, v in scalars.items()}
 
     def _log_visuals(self, stage: str, out: StepOutput) -> None:
         writer = getattr(self.logger, "experiment", None)
