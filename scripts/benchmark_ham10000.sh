@@ -72,7 +72,8 @@ CONTINUED=${CONTINUED:-2}
 STATE=${STATE:-$ROOT/docs/benchmarks/ham10000_$PROFILE/state}
 mkdir -p "$OUT/screening"
 stamp() { echo "$(date -u +%FT%TZ) $*" >> "$OUT/wall.log"; }
-save() { $PY "$ROOT/scripts/protocol_state.py" save "$OUT" "$STATE" > /dev/null; }
+# the state leaves out the test summaries (results.md, paired.csv, ...) until every run is in
+save() { $PY "$ROOT/scripts/protocol_state.py" save "$OUT" "$STATE" "$@" > /dev/null; }
 $PY "$ROOT/scripts/protocol_state.py" restore "$STATE" "$OUT"
 ( while sleep 600; do save; done ) &
 SAVER=$!
@@ -182,6 +183,6 @@ if $PY "$ROOT/scripts/protocol_verdict.py" "$OUT/benchmark" --seeds "$SEEDS" --o
 else
   rm -f "$OUT/benchmark/verdict.md.part"; echo "protocol_verdict.py failed; no verdict table" >&2
 fi
-save
+save --with-summaries  # the benchmark returned: every run is in (set -e stops the script otherwise)
 
 echo "results: $OUT/benchmark/results.md (with TTA), verdict.md, $OUT/screening/screening.md; state: $STATE (commit it)"

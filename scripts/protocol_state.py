@@ -11,6 +11,14 @@ against the recorded fingerprint; a fine-tuning run with metrics.json is never r
 
     python scripts/protocol_state.py save OUT STATE      # after a chunk: then commit STATE
     python scripts/protocol_state.py restore STATE OUT   # before the next one
+    python scripts/protocol_state.py save OUT STATE --with-summaries   # once every run is in
+
+``save`` leaves out the benchmark's summary tables and plots (``benchmark/results.md``,
+``paired.csv``, ``intervals.csv``, ``tta.csv``, ``cam_in_lesion.csv``, the confusion matrices,
+the label-efficiency plot, the verdict): they are test figures, and a protocol still running
+should not commit test figures that a later decision could be made in view of. They are
+derived from the runs' files, so the last chunk writes them again; ``--with-summaries`` keeps
+them then.
 
 ``save`` copies every kept file of OUT that is new or changed into STATE; ``restore``
 copies every file of STATE that OUT lacks (nothing in OUT is overwritten). Tables and
@@ -33,6 +41,17 @@ from pathlib import Path
 KEEP_NAMES = {"DONE", "FAILED", "wall_s", "wall.log", "encoder_sha256"}  # FAILED: a diverged selection point
 KEEP_SUFFIXES = {".json", ".csv", ".md", ".yaml", ".png", ".txt"}
 SKIP_DIRS = {"tensorboard", "checkpoints", "cache", "masks", "__pycache__"}
+# the benchmark folder's test summaries (see the module's docstring), by name prefix
+SUMMARY_PREFIXES = (
+    "results.",
+    "paired.",
+    "intervals.",
+    "tta.",
+    "cam_in_lesion.",
+    "confusion_",
+    "label_efficiency.",
+    "verdict.",
+)
 MAX_BYTES = 2_000_000
 GZIP_ABOVE = 100_000  # bytes: split and prediction tables, per-image metrics, are kept gzipped
 
@@ -60,13 +79,22 @@ def _gzip(src: Path, dst: Path) -> None:
         shutil.copyfileobj(f, z)
 
 
-def save(out: Path, state: Path) -> int:
-    """Copy what ``kept`` lists from ``out`` to ``state``; each file is written beside its
+def is_summary(rel: Path) -> bool:
+    """A test summary of the benchmark folder (``benchmark/results.md`` and the like), not a
+    run's own file."""
+    return len(rel.parts) == 2 and rel.parts[0] == "benchmark" and rel.name.startswith(SUMMARY_PREFIXES)
+
+
+def save(out: Path, state: Path, summaries: bool = False) -> int:
+    """Copy what ``kept`` lists from ``out`` to ``state``, the test summaries only with
+    ``summaries`` (``is_summary``); each file is written beside its
     place under a name of its own and renamed into it, so the state folder never holds a
     half-written file (it may be committed while a save runs, and saves may overlap). A
     JSON file that does not parse (caught mid-write) waits for the next save."""
     n = 0
     for rel in kept(out):
+        if is_summary(rel) and not summaries:
+            continue
         src, dst = out / rel, state / rel
         gz = rel.suffix in (".csv", ".json") and src.stat().st_size > GZIP_ABOVE
         if gz:
@@ -119,13 +147,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("action", choices=["save", "restore"])
     ap.add_argument("src", type=Path)
     ap.add_argument("dst", type=Path)
+    ap.add_argument(
+        "--with-summaries",
+        action="store_true",
+        help="save: keep the benchmark's test summaries too (once every run is in)",
+    )
     args = ap.parse_args(argv)
     if not args.src.is_dir():
         if args.action == "restore":
             return 0  # nothing kept yet: a first run
         print(f"protocol_state: {args.src} is not a folder", file=sys.stderr)
         return 2
-    n = (save if args.action == "save" else restore)(args.src, args.dst)
+    n = save(args.src, args.dst, args.with_summaries) if args.action == "save" else restore(args.src, args.dst)
     print(f"protocol_state {args.action}: {n} file(s) {args.src} -> {args.dst}")
     return 0
 

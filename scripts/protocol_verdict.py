@@ -10,8 +10,9 @@ averaged per label fraction, then over the fractions. Test is only read for the 
 init's figures, never to choose it. Targets, on test balanced accuracy:
 
 1. ImageNet at label fraction 1.0: at least 0.65.
-2. The best SSL init ahead of ImageNet at every label fraction; at 0.1, its paired 95%
-   interval above zero.
+2. The best SSL init ahead of ImageNet at every label fraction. The issue asks for the paired
+   95% interval above zero at 0.1 only; here it is required at every fraction, since a point
+   estimate ahead whose interval contains zero is a tie, and the table says so.
 3. The best scratch SSL init (pretrained from random weights) at least +0.05 over random at
    every label fraction, with its paired 95% interval above zero.
 
@@ -100,9 +101,13 @@ def verdict(
         if p is None:
             row("best SSL > imagenet", frac, best, None, None, None, False, means, "no paired comparison")
         else:
-            need_interval = frac == 0.1
-            met = p["diff"] > 0 and (p["lo"] > 0 if need_interval else True)
-            note = "interval above zero required" if need_interval else "ahead required"
+            # The issue asks "ahead" at 1.0 and an interval above zero at 0.1. A point estimate
+            # ahead whose interval contains zero is a tie (the protocol's rule), so both
+            # fractions need the interval above zero (decided 2026-11-26, before the 1.0 runs).
+            met = p["lo"] > 0
+            note = "interval above zero required"
+            if not met and p["diff"] > 0:
+                note += "; a tie: ahead on the point estimate only"
             row("best SSL > imagenet", frac, best, p["diff"], p["lo"], p["hi"], met, means, note)
         best, means = best_scratch, scratch_means
         p = _paired(paired, best, "random", frac) if best else None
@@ -126,6 +131,8 @@ def markdown(rows: list[dict]) -> str:
         signed = r["target"] != "imagenet >= 0.65"
         ci = "" if r["lo"] is None else f"[{num(r['lo'], signed)}, {num(r['hi'], signed)}]"
         met = {True: "yes", False: "**no**", None: "not all runs in"}[r["met"]]
+        if r["met"] is False and "a tie" in r.get("note", ""):
+            met = "**no** (a tie: ahead on the point estimate only)"
         lines.append(
             f"| {r['target']} | {r['label_fraction']:g} | {r['init'] or '–'} | {r['seeds']} | "
             f"{num(r['value'], signed)} | {ci} | {met} |"

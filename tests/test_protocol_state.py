@@ -82,3 +82,18 @@ def test_restore_of_no_state_is_a_first_run_and_save_needs_a_folder(state_tool, 
     assert state_tool.main(["restore", str(tmp_path / "none"), str(tmp_path / "out")]) == 0
     assert state_tool.main(["save", str(tmp_path / "none"), str(tmp_path / "state")]) == 2
     assert "is not a folder" in capsys.readouterr().err
+
+
+def test_save_leaves_the_test_summaries_out_until_asked(state_tool, tmp_path):
+    out = _run_folder(tmp_path)
+    bench = out / "benchmark"
+    for name in ("results.md", "results.csv", "paired.csv", "confusion_imagenet.png", "verdict.json"):
+        (bench / name).write_text('{"test": 0.5}')
+    (bench / "config.yaml").write_text("seeds: 3\n")
+    state = tmp_path / "state"
+    assert state_tool.main(["save", str(out), str(state)]) == 0
+    assert sorted(p.name for p in (state / "benchmark").iterdir() if p.is_file()) == ["config.yaml"]
+    assert (state / "benchmark/runs/imagenet/fraction1/seed0/metrics.json").is_file()  # a run's own file stays
+    assert state_tool.main(["save", str(out), str(state), "--with-summaries"]) == 0
+    kept = sorted(p.name for p in (state / "benchmark").iterdir() if p.is_file())
+    assert kept == ["config.yaml", "confusion_imagenet.png", "paired.csv", "results.csv", "results.md", "verdict.json"]

@@ -55,12 +55,28 @@ def test_targets_follow_the_validation_choice(tool):
     assert ssl["init"] == "imagenet+multitask"  # best on validation, though simclr is best on test
     assert ssl["value"] == pytest.approx(0.02) and ssl["met"] is False  # ahead, but lo = -0.01
     assert rows[("best SSL > imagenet", 1.0)]["init"] == "imagenet+multitask"
-    assert rows[("best SSL > imagenet", 1.0)]["met"] is True  # ahead (+0.01) is enough at 1.0
+    # ahead (+0.01) on the point estimate, but the interval holds zero: a tie, not met
+    assert rows[("best SSL > imagenet", 1.0)]["met"] is False
+    assert "a tie" in rows[("best SSL > imagenet", 1.0)]["note"]
     scratch = rows[("best scratch SSL >= random + 0.05", 0.1)]
     assert scratch["init"] == "multitask" and scratch["met"] is True  # +0.08 [+0.05, +0.11]
     assert rows[("best scratch SSL >= random + 0.05", 1.0)]["met"] is False  # +0.03
     text = tool.markdown(list(rows.values()))
-    assert "| best SSL > imagenet | 0.1 | imagenet+multitask | 3 | +0.020 | [-0.010, +0.050] | **no** |" in text
+    assert (
+        "| best SSL > imagenet | 0.1 | imagenet+multitask | 3 | +0.020 | [-0.010, +0.050] | "
+        "**no** (a tie: ahead on the point estimate only) |" in text
+    )
+
+
+def test_ahead_needs_the_interval_above_zero_at_both_fractions(tool):
+    results, paired = _tables()
+    ahead = (paired["init"] == "imagenet+multitask") & (paired["baseline"] == "imagenet")
+    ahead &= paired["label_fraction"] == 1.0
+    paired.loc[ahead, ["diff", "lo", "hi"]] = [0.05, 0.02, 0.08]
+    rows = {(r["target"], r["label_fraction"]): r for r in tool.verdict(results, paired, seeds=3)}
+    assert rows[("best SSL > imagenet", 1.0)]["met"] is True
+    assert "a tie" not in rows[("best SSL > imagenet", 1.0)]["note"]
+    assert rows[("best SSL > imagenet", 0.1)]["met"] is False
 
 
 def test_no_verdict_until_every_seed_is_in(tool):
