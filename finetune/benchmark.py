@@ -565,18 +565,25 @@ def training_markdown(rows: list[dict]) -> str:
         "How the runs ended",
         "Per seed, the epoch kept (best validation score) and the epochs run; early stopping may end a run "
         "only from min epochs on, after `patience` epochs without a new best. A run the budget ended may "
-        "not have converged.",
-        "init, label fraction, fold, recipe, epoch kept, epochs run, min epochs, budget, ended by the budget",
+        "not have converged; one that kept its last epoch has not (with `budget_doublings` it ran again "
+        "at twice the budget, and the longest run is the one reported).",
+        "init, label fraction, fold, recipe, epoch kept, epochs run, min epochs, budget, ended by the budget, "
+        "kept the last epoch",
     )
+
+    def per_seed(ms: list[dict], key: str) -> str:  # one value when every seed shares it
+        values = [str(m.get(key, "–")) for m in ms]
+        return values[0] if len(set(values)) == 1 else ", ".join(values)
+
     for (frac, fold, init), ms in sorted(groups.items(), key=lambda kv: kv[0]):
         kept = ", ".join(str(m.get("best_epoch")) for m in ms)
         ran = ", ".join(str(m.get("epochs_run")) for m in ms)
-        budget = max(m["epochs_budget"] for m in ms)
         by_budget = sum(m.get("epochs_run", 0) >= m["epochs_budget"] for m in ms)
-        least = ms[0].get("min_epochs", "–")
+        last = sum(kept_last_epoch(m) for m in ms)
         lines.append(
-            f"| {init} | {frac:g} | {fold} | {ms[0]['recipe'] or '–'} | {kept} | {ran} | {least} | {budget} | "
-            f"{by_budget} of {len(ms)} |"
+            f"| {init} | {frac:g} | {fold} | {ms[0]['recipe'] or '–'} | {kept} | {ran} | "
+            f"{per_seed(ms, 'min_epochs')} | {per_seed(ms, 'epochs_budget')} | {by_budget} of {len(ms)} | "
+            f"{last} of {len(ms)} |"
         )
     return "\n".join(lines) + "\n"
 
@@ -673,6 +680,13 @@ def _slug_recipe(point: dict) -> str:
     return "_".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in point.items()) or "default"
 
 
+def kept_last_epoch(metrics: dict) -> bool:
+    """The run kept the last epoch of its budget: validation was still rising when the budget
+    ended it, so the run is not known to have converged."""
+    best, budget = metrics.get("best_epoch"), metrics.get("epochs_budget")
+    return best is not None and budget is not None and best >= budget
+
+
 class _Runner:
     """One fine-tuning run of the benchmark, skipped when a current one is on disk."""
 
@@ -699,6 +713,32 @@ class _Runner:
         return self.settings(run, init, frac, seed, fold, extra)[1]
 
     def __call__(self, label: str, run: Path, init: str, frac: float, seed: int, fold, extra: dict) -> dict:
+        """The run's metrics, with ``_dir``: the folder of the run they come from. A run that kept
+        the last epoch of its budget runs again in ``run/budget_x2`` (then ``budget_x4``, ...)
+        with twice the budget, up to ``budget_doublings`` times; the longest run's metrics are
+        returned, and the shorter runs stay on disk."""
+        m = self._once(label, run, init, frac, seed, fold, extra)
+        for k in range(1, getattr(self.cfg, "budget_doublings", 0) + 1):
+            if not kept_last_epoch(m):
+                break
+            why = f"kept epoch {m['best_epoch']} of {m['epochs_budget']}"
+            m = self._once(
+                f"{label}, budget x{2**k} ({why})",
+                run / f"budget_x{2**k}",
+                init,
+                frac,
+                seed,
+                fold,
+                {**extra, **self.doubled(extra, 2**k)},
+            )
+        return m
+
+    def doubled(self, extra: dict, factor: int) -> dict:
+        """``epochs``, ``min_steps`` and ``min_epochs`` of the run's settings times ``factor``."""
+        settings = {**self.base, **extra}
+        return {k: settings[k] * factor for k in ("epochs", "min_steps", "min_epochs")}
+
+    def _once(self, label: str, run: Path, init: str, frac: float, seed: int, fold, extra: dict) -> dict:
         done = run / "metrics.json"
         lab = fold["lab"]
         run_cfg, key = self.settings(run, init, frac, seed, fold, extra)
@@ -707,7 +747,7 @@ class _Runner:
             done.unlink()
         if done.is_file():
             print(f"{label}: done, skipped")
-            return json.loads(done.read_text())
+            return {**json.loads(done.read_text()), "_dir": run}
         print(label)
         if run_cfg.image_size != fold["size"]:  # an init checkpoint at another size: same splits, other pixels
             data_key = (fold["splits"], run_cfg.image_size)
@@ -726,7 +766,7 @@ class _Runner:
         run_finetune(run_cfg, overwrite=True, lab=lab)
         metrics = {**json.loads(done.read_text()), "run_key": key}
         atomic_write_text(json.dumps(metrics, indent=2), done)  # never half a file for a copy to take
-        return metrics
+        return {**metrics, "_dir": run}
 
 
 def run_benchmark(cfg: BenchmarkConfig, overwrite: bool = False, resume: bool = False) -> pd.DataFrame:
@@ -795,8 +835,8 @@ def run_benchmark(cfg: BenchmarkConfig, overwrite: bool = False, resume: bool = 
         if grid is not None:
             recipe, point = _select(runner, grid, root, where, init, frac, fold, variant, kind)
             extra = {**variant, **point}
-        run = root / f"seed{s}"
-        m = runner(f"[{j}/{len(jobs)}] {where}, seed {s}", run, init, frac, s, fold, extra)
+        m = runner(f"[{j}/{len(jobs)}] {where}, seed {s}", root / f"seed{s}", init, frac, s, fold, extra)
+        run = m.pop("_dir")  # a longer run's folder when the budget was doubled
         row = {
             "init": name,
             "label_fraction": frac,

@@ -313,6 +313,14 @@ def build_parser() -> argparse.ArgumentParser:
         "step beyond it (the grid's own ratio), at most N times (default 0: the grid alone)",
     )
     bm.add_argument(
+        "--budget-doublings",
+        dest="budget_doublings",
+        type=int,
+        help="a run whose kept (best validation) epoch is the last of its budget runs again from scratch "
+        "with twice the epochs, --min-steps and --min-epochs (patience unchanged), at most N times; the "
+        "longer run replaces it in selection and tables (default 0: the budget as set)",
+    )
+    bm.add_argument(
         "--tta",
         action="store_true",
         default=None,

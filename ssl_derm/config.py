@@ -208,6 +208,9 @@ class BenchmarkConfig(FinetuneConfig):
     select_extend: int = (
         0  # select_on=val: while the winning encoder_lr is the grid's lowest or highest, try one step on
     )
+    # a run whose kept (best validation) epoch is the last of its budget runs again with twice the
+    # epochs, min_steps and min_epochs (patience unchanged), at most this many times
+    budget_doublings: int = 0
     tta: bool = False  # also keep each run's test predictions with the 8 dihedral views, and compare
     cam_in_lesion: bool = False  # also keep each run's Grad-CAM mass inside the lesion per test image, and compare
 
@@ -222,6 +225,8 @@ class BenchmarkConfig(FinetuneConfig):
             select_grid(self)
         if self.select_extend < 0:
             raise UserError(f"select_extend={self.select_extend}: must be >= 0 (0 = the grid alone)")
+        if self.budget_doublings < 0:
+            raise UserError(f"budget_doublings={self.budget_doublings}: must be >= 0 (0 = the budget as set)")
         if not self.score_test:
             raise UserError("score_test=false: the benchmark reports test metrics (selection runs skip them itself)")
         for f in self.label_fractions:

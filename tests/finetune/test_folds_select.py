@@ -161,3 +161,41 @@ def test_a_diverging_point_beyond_the_grid_loses_and_is_not_tried_again(tmp_path
     assert changed.calls[-1][0] == "encoder_lr=0.0111"
     with pytest.raises(RunFailed):  # a grid point that diverges stops the benchmark
         _select(Diverging(extend=0), [{"encoder_lr": 1e-2}], tmp_path / "grid", "here", "random", 0.1, None)
+
+
+@pytest.mark.parametrize(
+    "converges_at, doublings, runs",
+    [
+        (10, 2, [("seed0", 20, 300, 10)]),  # the best epoch is inside the first budget: one run
+        (40, 2, [("seed0", 20, 300, 10), ("seed0/budget_x2", 40, 600, 20)]),
+        (999, 2, [("seed0", 20, 300, 10), ("seed0/budget_x2", 40, 600, 20), ("seed0/budget_x4", 80, 1200, 40)]),
+        (999, 0, [("seed0", 20, 300, 10)]),  # budget_doublings 0: the budget as set
+    ],
+)
+def test_a_run_that_keeps_its_last_epoch_runs_again_at_twice_the_budget(tmp_path, converges_at, doublings, runs):
+    import dataclasses
+
+    from ssl_derm.finetune.benchmark import _Runner, kept_last_epoch
+
+    from ssl_derm.config import FinetuneConfig
+
+    class Budget(_Runner):  # a run keeps its last epoch until its budget reaches converges_at
+        def _once(self, label, run, init, frac, seed, fold, extra):
+            s = {**self.base, **extra}
+            calls.append((run.relative_to(tmp_path).as_posix(), s["epochs"], s["min_steps"], s["min_epochs"]))
+            assert s["encoder_lr"] == 1e-3 and s["patience"] == self.base["patience"]  # the rest as it was
+            best = s["epochs"] if s["epochs"] < converges_at else converges_at // 2
+            return {
+                "best_epoch": best,
+                "epochs_run": min(s["epochs"], best + 4),
+                "epochs_budget": s["epochs"],
+                "_dir": run,
+            }
+
+    calls = []
+    cfg = BenchmarkConfig(epochs=20, min_steps=300, min_epochs=10, patience=4, budget_doublings=doublings)
+    base = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(FinetuneConfig)}
+    m = Budget(cfg, base)("run", tmp_path / "seed0", "random", 1.0, 0, None, {"encoder_lr": 1e-3})
+    assert calls == runs
+    assert m["_dir"] == tmp_path / runs[-1][0] and m["epochs_budget"] == runs[-1][1]  # the longest run counts
+    assert kept_last_epoch(m) == (converges_at > runs[-1][1])  # past the last doubling it may still keep it

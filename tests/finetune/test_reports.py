@@ -88,5 +88,11 @@ def test_training_table_counts_the_runs_the_budget_ended(tmp_path):
         rows.append({"init": "random", "label_fraction": 0.1, "fold": 0, "recipe": "encoder_lr=0.001", "_run": run})
     rows.append({"init": "imagenet", "label_fraction": 0.1, "fold": 0})  # no run folder: left out
     text = training_markdown(rows)
-    assert "| random | 0.1 | 0 | encoder_lr=0.001 | 12, 25, 30 | 20, 38, 38 | 19 | 38 | 2 of 3 |" in text
+    assert "| random | 0.1 | 0 | encoder_lr=0.001 | 12, 25, 30 | 20, 38, 38 | 19 | 38 | 2 of 3 | 0 of 3 |" in text
     assert "imagenet" not in text and training_markdown(rows[-1:]) == ""
+    # seed 1 kept its last epoch at 38 and ran again at twice the budget: the budgets differ
+    record = {"best_epoch": 60, "epochs_run": 68, "epochs_budget": 76, "min_epochs": 38}
+    (tmp_path / "seed1" / "metrics.json").write_text(json.dumps(record))
+    (tmp_path / "seed2" / "metrics.json").write_text(json.dumps({**record, "best_epoch": 76, "epochs_run": 76}))
+    text = training_markdown(rows)
+    assert "| 12, 60, 76 | 20, 68, 76 | 19, 38, 38 | 38, 76, 76 | 1 of 3 | 1 of 3 |" in text
