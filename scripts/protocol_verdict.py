@@ -31,6 +31,8 @@ import pandas as pd
 import yaml
 from ssl_derm.finetune.benchmark import BASELINES
 
+TIE = "a tie: ahead on the point estimate only"  # a note of the verdict's rows, and the table's word for them
+
 
 def is_ssl(init: str) -> bool:
     return init not in BASELINES
@@ -107,7 +109,7 @@ def verdict(
             met = p["lo"] > 0
             note = "interval above zero required"
             if not met and p["diff"] > 0:
-                note += "; a tie: ahead on the point estimate only"
+                note += f"; {TIE}"
             row("best SSL > imagenet", frac, best, p["diff"], p["lo"], p["hi"], met, means, note)
         best, means = best_scratch, scratch_means
         p = _paired(paired, best, "random", frac) if best else None
@@ -131,8 +133,8 @@ def markdown(rows: list[dict]) -> str:
         signed = r["target"] != "imagenet >= 0.65"
         ci = "" if r["lo"] is None else f"[{num(r['lo'], signed)}, {num(r['hi'], signed)}]"
         met = {True: "yes", False: "**no**", None: "not all runs in"}[r["met"]]
-        if r["met"] is False and "a tie" in r.get("note", ""):
-            met = "**no** (a tie: ahead on the point estimate only)"
+        if r["met"] is False and TIE in r.get("note", ""):
+            met = f"**no** ({TIE})"
         lines.append(
             f"| {r['target']} | {r['label_fraction']:g} | {r['init'] or '–'} | {r['seeds']} | "
             f"{num(r['value'], signed)} | {ci} | {met} |"
