@@ -5,8 +5,10 @@
 # `ssl-derm benchmark --select-on val` runs them, on the CPU protocol's lesion-grouped split.
 # Three benchmark processes share the GPU, one per encoder lr (two points each), so the six
 # fit in one lease; each is stopped the moment its selection.json is written, before any
-# reported seed starts: test is never scored. The grid's edge extension (select_extend) is
-# not run here.
+# reported seed starts: test is never scored.
+# The grid's edge extension (select_extend) is not automatic here: LRS (encoder lrs, one
+# process each) and FREEZE (frozen epochs) override the grid, and the lease's second call ran
+# the edge steps with LRS="0.00333 0.0111" FREEZE=0 (the rule counts 0.0111 only if 0.00333 wins).
 set -uo pipefail
 T0=$(date +%s)
 rm -rf /tmp/site /tmp/sel  # a warm machine keeps them from an earlier call
@@ -45,5 +47,5 @@ for f in /tmp/sel/*/runs/imagenet/fraction1/select/*/metrics.json; do
 import json, sys; m = json.load(open(sys.argv[1]))
 print(sys.argv[1].split('/')[-2], 'validation BA %.3f' % m['best_epoch_val_balanced_accuracy'], 'epoch', m['best_epoch'], 'of', m['epochs_run'], 'budget', m['epochs_budget'], m['split'])" $f
 done | tee $OUT/summary.txt
-grep -h "test" $OUT/log_lr*.txt | head -3
+grep -h "test" $OUT/log_lr*.txt | head -3  # each should read "(test not scored)"
 echo "total_s=$(( $(date +%s) - T0 ))" | tee -a $OUT/wall.txt
