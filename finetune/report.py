@@ -53,12 +53,17 @@ def save_confusion(cm: dict, path: Path, title: str) -> None:
 
 
 def results_markdown(results: pd.DataFrame, metrics: list[str] | None = None) -> str:
-    """Mean +- std per init and label fraction; the best mean per column in bold.
-    ``metrics``: the columns (default: the classification ``METRICS``)."""
+    """Mean +- std per init and label fraction. No cell is marked best: the highest mean is
+    often inside the seed noise, and whether a difference is outside it is the paired table's
+    question. ``metrics``: the columns (default: the classification ``METRICS``)."""
     metrics = list(metrics or METRICS)
     g = results.groupby(["label_fraction", "init"], sort=True)
     mean, std, n = g[metrics].mean(), g[metrics].std().fillna(0.0), g.size()
-    lines = []
+    lines = [
+        "Mean ± std over seeds. No cell is marked best: whether two inits differ beyond the"
+        " noise is the paired differences' question, below.",
+        "",
+    ]
     for frac in sorted(results["label_fraction"].unique()):
         m, s = mean.loc[frac], std.loc[frac]
         lines += [
@@ -67,15 +72,10 @@ def results_markdown(results: pd.DataFrame, metrics: list[str] | None = None) ->
             "| init | runs | " + " | ".join(metrics) + " |",
             "|---|---|" + "---|" * len(metrics),
         ]
-        best = {c: m[c].max() for c in metrics}
         for init in m.index:
-            cells = []
-            for c in metrics:
-                if pd.isna(m.loc[init, c]):
-                    cells.append("n/a")
-                    continue
-                cell = f"{m.loc[init, c]:.3f} ± {s.loc[init, c]:.3f}"
-                cells.append(f"**{cell}**" if np.isclose(m.loc[init, c], best[c]) else cell)
+            cells = [
+                "n/a" if pd.isna(m.loc[init, c]) else f"{m.loc[init, c]:.3f} ± {s.loc[init, c]:.3f}" for c in metrics
+            ]
             lines.append(f"| {init} | {n.loc[(frac, init)]} | " + " | ".join(cells) + " |")
         lines.append("")
     return "\n".join(lines)

@@ -96,3 +96,18 @@ def test_training_table_counts_the_runs_the_budget_ended(tmp_path):
     (tmp_path / "seed2" / "metrics.json").write_text(json.dumps({**record, "best_epoch": 76, "epochs_run": 76}))
     text = training_markdown(rows)
     assert "| 12, 60, 76 | 20, 68, 76 | 19, 38, 38 | 38, 76, 76 | 1 of 3 | 1 of 3 |" in text
+
+
+def test_results_table_gives_mean_and_std_per_init_and_marks_no_best():
+    from ssl_derm.finetune.report import results_markdown
+
+    results = pd.DataFrame(
+        {
+            "init": ["imagenet", "imagenet", "ssl", "ssl"],
+            "label_fraction": [1.0] * 4,
+            "balanced_accuracy": [0.60, 0.70, 0.64, 0.68],
+        }
+    )
+    text = results_markdown(results, ["balanced_accuracy"])
+    assert "| imagenet | 2 | 0.650 ± 0.071 |" in text and "| ssl | 2 | 0.660 ± 0.028 |" in text
+    assert "**" not in text  # a higher mean inside the noise is not shown as the winner
