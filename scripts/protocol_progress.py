@@ -32,6 +32,8 @@ def _metrics(path: Path) -> dict:
 def progress(root: Path) -> list[dict]:
     """One row per finished run under ``root``'s ``runs/`` (``root`` is a benchmark folder, or
     a protocol folder holding ``benchmark/``), sorted by init, fraction and run."""
+    from ssl_derm.finetune.benchmark import kept_last_epoch  # the budget rule's own test
+
     runs = root / "benchmark" / "runs" if (root / "benchmark" / "runs").is_dir() else root / "runs"
     rows = []
     for path in sorted([*runs.rglob("metrics.json"), *runs.rglob("metrics.json.gz")]):
@@ -47,7 +49,7 @@ def progress(root: Path) -> list[dict]:
                 "kept": m["best_epoch"],
                 "ran": m["epochs_run"],
                 "budget": m["epochs_budget"],
-                "last": m["best_epoch"] is not None and m["best_epoch"] == m["epochs_budget"],
+                "last": kept_last_epoch(m),
                 "val": m["best_epoch_val_balanced_accuracy"],
             }
         )
