@@ -27,9 +27,6 @@ import numpy as np
 import torch
 from PIL import Image
 from pytorch_lightning.callbacks import Callback
-from ssl_derm.finetune.classifier import Classifier, FinetuneModule, predict_proba
-from ssl_derm.pretext import build_task, task_names
-from ssl_derm.pretext.module import PretextModule
 
 from ssl_derm.config import FinetuneConfig, PretrainConfig
 from ssl_derm.data import BankDataset, ImagePipeline, make_loader, to_float
@@ -38,6 +35,9 @@ from ssl_derm.data.sources import sample_unlabeled
 from ssl_derm.encoders import build_encoder, encoder_spec
 from ssl_derm.engine import make_trainer, run_dir
 from ssl_derm.errors import UserError
+from ssl_derm.finetune.classifier import Classifier, FinetuneModule, predict_proba
+from ssl_derm.pretext import build_task, task_names
+from ssl_derm.pretext.module import PretextModule
 
 
 def _now() -> float:

@@ -25,8 +25,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from ssl_derm.commands.common import ImageSet, device, load_model, open_images, write_skipped
 
+from ssl_derm.commands.common import ImageSet, device, load_model, open_images, write_skipped
 from ssl_derm.data import ImagePipeline
 from ssl_derm.engine import run_dir
 from ssl_derm.errors import UserError
@@ -63,6 +63,7 @@ def cross_validated_scores(features: np.ndarray, labels: np.ndarray, groups: np.
     (fewer when a class has fewer lesions); each fold's bank is its class-balanced rest."""
     from sklearn.metrics import balanced_accuracy_score
     from sklearn.model_selection import StratifiedGroupKFold
+
     from ssl_derm.pretext.knn import balanced_bank, knn_predictions, linear_probe_predictions
 
     classes, y = np.unique(labels, return_inverse=True)

@@ -42,14 +42,14 @@ import numpy as np
 import pandas as pd
 import torch
 from PIL import Image, ImageOps
-from ssl_derm.commands.common import device, is_labeled, load_model, open_images, require_classifier, write_skipped
-from ssl_derm.finetune.classifier import predict_proba
 from torch import nn
 
+from ssl_derm.commands.common import device, is_labeled, load_model, open_images, require_classifier, write_skipped
 from ssl_derm.data import ImagePipeline
 from ssl_derm.data.sources import sample_dir
 from ssl_derm.engine import run_dir
 from ssl_derm.errors import UserError
+from ssl_derm.finetune.classifier import predict_proba
 
 METHODS = ("gradcam", "gradcam++", "eigencam", "scorecam")
 GRID_MAX = 64  # tiles per class grid (and TensorBoard images per class)

@@ -68,13 +68,13 @@ import warnings
 from pathlib import Path
 
 import torch
-from ssl_derm.commands.common import LoadedModel, load_model
-from ssl_derm.finetune.classifier import TwoStageHead
 from torch import nn
 
 from ssl_derm import __version__
+from ssl_derm.commands.common import LoadedModel, load_model
 from ssl_derm.encoders import feature_dim, pooled_features
 from ssl_derm.errors import UserError
+from ssl_derm.finetune.classifier import TwoStageHead
 
 FORMATS = ("torchscript", "onnx", "safetensors")
 TOLERANCE = 1e-4

@@ -14,11 +14,11 @@ import json
 import time
 
 import pandas as pd
-from ssl_derm.commands.common import device, load_model, open_images, require_classifier, write_skipped
-from ssl_derm.finetune.classifier import predict_proba
 
+from ssl_derm.commands.common import device, load_model, open_images, require_classifier, write_skipped
 from ssl_derm.data import ImagePipeline
 from ssl_derm.engine import run_dir
+from ssl_derm.finetune.classifier import predict_proba
 
 
 def run_predict(
@@ -97,6 +97,7 @@ def predict_masks_of(
     ``predictions.csv`` (image, source, mask file, predicted lesion area share)."""
     import numpy as np
     from PIL import Image
+
     from ssl_derm.finetune.segmentation import load_segmenter, predict_masks, safe_stem
 
     model, ckpt = load_segmenter(loaded.name, loaded.ckpt)

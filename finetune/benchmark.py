@@ -26,10 +26,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from ssl_derm.finetune.metrics import SEGMENTATION_METRICS
-from ssl_derm.finetune.report import METRICS, label_efficiency_plot, results_markdown, save_confusion
-from ssl_derm.finetune.stats import balanced_accuracy_draws, bootstrap_interval, format_interval, paired_bootstrap
-from ssl_derm.finetune.train import PREDICTIONS, PREDICTIONS_TTA, run_finetune, test_metrics
 
 from ssl_derm.checkpoint import (
     FORMAT_VERSION,
@@ -52,6 +48,10 @@ from ssl_derm.data.splits import label_fraction, make_folds, write_splits
 from ssl_derm.encoders import resolve_encoder_settings
 from ssl_derm.engine import RunFailed, run_dir
 from ssl_derm.errors import UserError
+from ssl_derm.finetune.metrics import SEGMENTATION_METRICS
+from ssl_derm.finetune.report import METRICS, label_efficiency_plot, results_markdown, save_confusion
+from ssl_derm.finetune.stats import balanced_accuracy_draws, bootstrap_interval, format_interval, paired_bootstrap
+from ssl_derm.finetune.train import PREDICTIONS, PREDICTIONS_TTA, run_finetune, test_metrics
 
 COLUMNS = ["init", "label_fraction", "seed", "fold", "recipe", "val_balanced_accuracy", *METRICS]
 BASELINES = ("imagenet", "random")  # every other init is compared with each of these, paired
@@ -220,9 +220,8 @@ def ensure_cam_in_lesion(run: Path, lab: LabeledData, data=None) -> None:
     (nothing when either is gone); an image without a mask gets empty cells."""
     from ssl_derm.commands.common import device
     from ssl_derm.commands.explain import cam_in_lesion, centre_map, compute_cams, read_mask
-    from ssl_derm.finetune.evaluate import load_classifier
-
     from ssl_derm.data import ImagePipeline
+    from ssl_derm.finetune.evaluate import load_classifier
 
     if (run / CAM_FILE).is_file() or not (run / "model.ckpt").is_file() or not (run / PREDICTIONS).is_file():
         return

@@ -5,15 +5,15 @@ from __future__ import annotations
 import numpy as np
 import pytorch_lightning as pl
 import torch
-from ssl_derm.finetune.losses import FocalLoss
-from ssl_derm.finetune.metrics import classification_metrics
-from ssl_derm.finetune.mixing import mix_batch
 from torch import nn
 
 from ssl_derm.data import ImagePipeline, train_augment
 from ssl_derm.encoders import encoder_stages, feature_dim, pooled_features
 from ssl_derm.engine import cosine_schedule, step_generator
 from ssl_derm.errors import UserError
+from ssl_derm.finetune.losses import FocalLoss
+from ssl_derm.finetune.metrics import classification_metrics
+from ssl_derm.finetune.mixing import mix_batch
 
 
 class TwoStageHead(nn.Module):

@@ -10,8 +10,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from ssl_derm.finetune.classifier import Classifier, predict_proba
-from ssl_derm.finetune.metrics import classification_metrics
 
 from ssl_derm.checkpoint import load_checkpoint
 from ssl_derm.data import ImagePipeline
@@ -21,6 +19,8 @@ from ssl_derm.data.leaks import check_unseen_ids
 from ssl_derm.encoders import build_encoder, load_strict
 from ssl_derm.engine import run_dir
 from ssl_derm.errors import UserError
+from ssl_derm.finetune.classifier import Classifier, predict_proba
+from ssl_derm.finetune.metrics import classification_metrics
 
 
 def load_classifier(path: str | Path, ckpt: dict | None = None) -> tuple[Classifier, dict]:

@@ -30,8 +30,6 @@ from pathlib import Path
 import numpy as np
 import segmentation_models_pytorch as smp
 import torch
-from ssl_derm.finetune.classifier import EncoderFinetuneModule, dihedral, record_epoch
-from ssl_derm.finetune.metrics import SEGMENTATION_METRICS, mask_counts, scores_from_counts, segmentation_metrics
 from torch import nn
 
 from ssl_derm.checkpoint import FORMAT_VERSION, init_name, load_checkpoint, save_checkpoint
@@ -46,6 +44,8 @@ from ssl_derm.engine import (
     step_generator,
 )
 from ssl_derm.errors import UserError
+from ssl_derm.finetune.classifier import EncoderFinetuneModule, dihedral, record_epoch
+from ssl_derm.finetune.metrics import SEGMENTATION_METRICS, mask_counts, scores_from_counts, segmentation_metrics
 
 BEST = "val/dice"
 TASK = "segmenter"
@@ -450,9 +450,9 @@ def evaluate_segmentation(
     """``evaluate`` for a segmenter: metrics.json (mean and per-image), predictions.csv and
     the predicted masks as ``masks/<image>.png`` (0/255, at the model's working size)."""
     from PIL import Image
-    from ssl_derm.finetune.evaluate import unseen_rows_to_score
 
     from ssl_derm.data.labeled import prepare_labeled
+    from ssl_derm.finetune.evaluate import unseen_rows_to_score
 
     model, ckpt = load_segmenter(checkpoint, ckpt)
     cfg = ckpt["config"]

@@ -15,9 +15,6 @@ import pandas as pd
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
-from ssl_derm.finetune.classifier import Classifier, FinetuneModule, predict_proba
-from ssl_derm.finetune.metrics import classification_metrics
-from ssl_derm.finetune.report import log_confusion
 from torch.utils.data import WeightedRandomSampler
 
 from ssl_derm.checkpoint import FORMAT_VERSION, init_name, init_seen, save_checkpoint
@@ -29,6 +26,9 @@ from ssl_derm.data.leaks import check_split_by_content, check_unseen
 from ssl_derm.encoders import build_encoder, encoder_spec, resolve_encoder_settings
 from ssl_derm.engine import make_trainer, pin_memory, resume_path, run_dir
 from ssl_derm.errors import UserError
+from ssl_derm.finetune.classifier import Classifier, FinetuneModule, predict_proba
+from ssl_derm.finetune.metrics import classification_metrics
+from ssl_derm.finetune.report import log_confusion
 
 BEST = "val/balanced_accuracy"
 

@@ -15,12 +15,12 @@ from dataclasses import dataclass
 
 import segmentation_models_pytorch as smp
 import torch
-from ssl_derm.pretext.base import PretextTask, StepOutput, TaskSettings, to_device
-from ssl_derm.pretext.registry import register_task
 from torch import nn
 
 from ssl_derm.data.transforms import train_augment
 from ssl_derm.encoders import encoder_spec
+from ssl_derm.pretext.base import PretextTask, StepOutput, TaskSettings, to_device
+from ssl_derm.pretext.registry import register_task
 
 
 def draw_swaps(

@@ -13,11 +13,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from sklearn.metrics import balanced_accuracy_score
-from ssl_derm.finetune.stats import balanced_accuracy_draws, draw_weights
 from torch import nn
 
 from ssl_derm.data.transforms import ImagePipeline
 from ssl_derm.encoders import pooled_features
+from ssl_derm.finetune.stats import balanced_accuracy_draws, draw_weights
 
 
 def balanced_bank(idx: np.ndarray, labels: np.ndarray, size: int, seed: int) -> np.ndarray:

@@ -14,11 +14,11 @@ from lightly.loss import NTXentLoss
 from lightly.models.modules import MoCoProjectionHead
 from lightly.models.utils import deactivate_requires_grad, update_momentum
 from lightly.utils.scheduler import cosine_schedule
-from ssl_derm.pretext.base import StepOutput, TwoViewSettings, TwoViewTask, embedding_health
-from ssl_derm.pretext.registry import register_task
 from torch import nn
 
 from ssl_derm.encoders import pooled_features
+from ssl_derm.pretext.base import StepOutput, TwoViewSettings, TwoViewTask, embedding_health
+from ssl_derm.pretext.registry import register_task
 
 
 @dataclass(frozen=True)

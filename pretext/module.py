@@ -10,12 +10,12 @@ from __future__ import annotations
 import numpy as np
 import pytorch_lightning as pl
 import torch
-from ssl_derm.pretext.base import PretextTask, StepOutput
-from ssl_derm.pretext.knn import knn_balanced_accuracy
 from torchvision.utils import make_grid
 
 from ssl_derm.data.transforms import ImagePipeline
 from ssl_derm.engine import cosine_schedule, step_generator
+from ssl_derm.pretext.base import PretextTask, StepOutput
+from ssl_derm.pretext.knn import knn_balanced_accuracy
 
 
 class PretextModule(pl.LightningModule):

@@ -12,9 +12,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from torch import nn
+
 from ssl_derm.pretext.base import PretextTask, StepOutput, TaskSettings
 from ssl_derm.pretext.registry import get_task, register_task, task_names
-from torch import nn
 
 
 @dataclass(frozen=True)

@@ -36,13 +36,13 @@ import torch
 import torch.nn.functional as F
 from kornia.filters import gaussian_blur2d
 from kornia.geometry.transform import warp_affine
-from ssl_derm.pretext.base import PretextTask, StepOutput, TaskSettings, to_device
-from ssl_derm.pretext.registry import register_task
 from torch import nn
 
 from ssl_derm.data.transforms import train_augment
 from ssl_derm.encoders import feature_dim, pooled_features
 from ssl_derm.errors import UserError
+from ssl_derm.pretext.base import PretextTask, StepOutput, TaskSettings, to_device
+from ssl_derm.pretext.registry import register_task
 
 
 def _rot(theta: torch.Tensor) -> torch.Tensor:

@@ -27,9 +27,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 import torch.nn.functional as F
-from ssl_derm.pretext.rotation import RotationWarp
 
 from ssl_derm.data.transforms import train_augment
+from ssl_derm.pretext.rotation import RotationWarp
 
 PIPELINES = ("old", "new")
 ANGLES = (0, 60, 120, 180, 240, 300)

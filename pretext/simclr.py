@@ -10,9 +10,10 @@ from dataclasses import dataclass
 import torch
 from lightly.loss import NTXentLoss
 from lightly.models.modules import SimCLRProjectionHead
+from torch import nn
+
 from ssl_derm.pretext.base import StepOutput, TwoViewSettings, TwoViewTask, embedding_health
 from ssl_derm.pretext.registry import register_task
-from torch import nn
 
 
 @dataclass(frozen=True)

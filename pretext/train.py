@@ -9,9 +9,6 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import Callback
-from ssl_derm.pretext import build_task
-from ssl_derm.pretext.knn import knn_data
-from ssl_derm.pretext.module import PretextModule
 
 from ssl_derm.checkpoint import init_name, init_seen, save_checkpoint
 from ssl_derm.config import PretrainConfig, check_resume_settings, save_yaml, to_dict
@@ -22,6 +19,9 @@ from ssl_derm.data.leaks import check_split_by_content, check_unseen_ids, drop_c
 from ssl_derm.encoders import build_encoder, encoder_spec, resolve_encoder_settings
 from ssl_derm.engine import make_trainer, pin_memory, resume_path, run_dir
 from ssl_derm.errors import UserError
+from ssl_derm.pretext import build_task
+from ssl_derm.pretext.knn import knn_data
+from ssl_derm.pretext.module import PretextModule
 
 
 def write_skipped(out: Path, skipped: list[tuple[str, str]], total: int) -> None:

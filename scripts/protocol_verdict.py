@@ -29,6 +29,7 @@ from pathlib import Path
 
 import pandas as pd
 import yaml
+
 from ssl_derm.finetune.benchmark import BASELINES
 
 TIE = "a tie: ahead on the point estimate only"  # a note of the verdict's rows, and the table's word for them

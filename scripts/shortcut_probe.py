@@ -18,9 +18,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from ssl_derm.pretext.shortcut_probe import PIPELINES, run_probe
 
 from ssl_derm.data import FileList, ImageBank, decode_source, load_labeled
+from ssl_derm.pretext.shortcut_probe import PIPELINES, run_probe
 
 
 def main() -> None:

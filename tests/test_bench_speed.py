@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import json
 
-from ssl_derm.pretext import task_names
-
 from ssl_derm.cli import main
+from ssl_derm.pretext import task_names
 
 
 def test_bench_speed_quick_times_every_task_and_stage(tmp_path):
@@ -47,6 +46,7 @@ def test_sync_report_counts_the_warnings_of_the_timed_steps_by_line(monkeypatch)
     from types import SimpleNamespace
 
     import torch
+
     from ssl_derm.commands import bench_speed
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)

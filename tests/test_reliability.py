@@ -129,10 +129,9 @@ def test_hostile_and_broken_checkpoints_are_refused(tmp_path, capsys):
 
 
 def test_evaluate_refuses_labels_outside_the_model(tmp_path, sample_table, capsys):
-    from ssl_derm.finetune.classifier import Classifier
-
     from ssl_derm.checkpoint import save_checkpoint
     from ssl_derm.encoders import build_encoder, encoder_spec
+    from ssl_derm.finetune.classifier import Classifier
 
     model = Classifier(build_encoder("resnet18"), 2)
     ckpt = save_checkpoint(

@@ -7,13 +7,13 @@ import json
 import numpy as np
 import pandas as pd
 import torch
-from ssl_derm.commands.common import open_images
-from ssl_derm.commands.embed import cross_validated_scores
-from ssl_derm.pretext.knn import encoder_features
 
 from ssl_derm.cli import main
+from ssl_derm.commands.common import open_images
+from ssl_derm.commands.embed import cross_validated_scores
 from ssl_derm.data import ImagePipeline, sample_unlabeled
 from ssl_derm.encoders import build_encoder, encoder_spec
+from ssl_derm.pretext.knn import encoder_features
 
 
 def test_embed_writes_features_map_plots_projector_and_scores(ssl_ckpt, tmp_path):

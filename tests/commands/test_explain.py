@@ -13,6 +13,8 @@ import pandas as pd
 import pytest
 import torch
 from PIL import Image
+
+from ssl_derm.cli import main
 from ssl_derm.commands.common import load_model, open_images
 from ssl_derm.commands.explain import (
     align_mask,
@@ -22,13 +24,11 @@ from ssl_derm.commands.explain import (
     compute_cams,
     order_worst_first,
 )
-from ssl_derm.finetune.classifier import predict_proba
-
-from ssl_derm.cli import main
 from ssl_derm.data import ImagePipeline, sample_dir
 from ssl_derm.data.cache import decode_image
 from ssl_derm.data.identity import file_sha1
 from ssl_derm.encoders import build_encoder
+from ssl_derm.finetune.classifier import predict_proba
 
 
 def _files(root):

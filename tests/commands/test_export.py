@@ -9,13 +9,13 @@ import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
-from ssl_derm.commands.common import load_model, open_images
-from ssl_derm.finetune.classifier import Classifier, TwoStageHead
 
 from ssl_derm.checkpoint import load_checkpoint, save_checkpoint
 from ssl_derm.cli import main
+from ssl_derm.commands.common import load_model, open_images
 from ssl_derm.data import ImagePipeline
 from ssl_derm.encoders import build_encoder, encoder_spec, pooled_features
+from ssl_derm.finetune.classifier import Classifier, TwoStageHead
 
 pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit:FutureWarning")  # deprecated, still what we test
 

@@ -9,11 +9,11 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from ssl_derm.commands.common import load_model, open_images
-from ssl_derm.finetune.classifier import dihedral, predict_proba
 
 from ssl_derm.cli import main
+from ssl_derm.commands.common import load_model, open_images
 from ssl_derm.data import ImagePipeline, sample_unlabeled
+from ssl_derm.finetune.classifier import dihedral, predict_proba
 
 TINY = ["--image-size", "64", "--batch-size", "16", "--no-progress"]
 
@@ -101,6 +101,7 @@ def test_predict_with_a_segmenter_writes_one_mask_per_image(ssl_ckpt, tmp_path):
     """A segmentation model.ckpt: predict writes each image's mask, and the mask is the
     model's own prediction on the same pixels (checked against predict_masks directly)."""
     from PIL import Image
+
     from ssl_derm.finetune.segmentation import load_segmenter, predict_masks
 
     seg = tmp_path / "seg"

@@ -73,10 +73,9 @@ def test_run_key_follows_what_a_run_trains_not_where_it_lives(ssl_ckpt, tmp_path
     weights (by content: a copy of the checkpoint elsewhere is the same init)."""
     import shutil
 
-    from ssl_derm.finetune.benchmark import run_key
-
     from ssl_derm.checkpoint import weights_fingerprint
     from ssl_derm.config import FinetuneConfig
+    from ssl_derm.finetune.benchmark import run_key
 
     cfg = FinetuneConfig(init="imagenet", out="a", seed=0)
     key = run_key(cfg, weights_fingerprint("imagenet"))
@@ -136,9 +135,8 @@ def test_selection_follows_the_winner_beyond_the_grid_edge(tmp_path, extend):
 
 
 def test_a_diverging_point_beyond_the_grid_loses_and_is_not_tried_again(tmp_path):
-    from ssl_derm.finetune.benchmark import FAILED, _select
-
     from ssl_derm.engine import RunFailed
+    from ssl_derm.finetune.benchmark import FAILED, _select
 
     class Diverging(_FakeRunner):  # peaked at 3e-3 as before, and too high a rate diverges
         def __call__(self, label, run, init, frac, seed, fold, extra):
@@ -175,9 +173,8 @@ def test_a_diverging_point_beyond_the_grid_loses_and_is_not_tried_again(tmp_path
 def test_a_run_that_keeps_its_last_epoch_runs_again_at_twice_the_budget(tmp_path, converges_at, doublings, runs):
     import dataclasses
 
-    from ssl_derm.finetune.benchmark import _Runner, kept_last_epoch
-
     from ssl_derm.config import FinetuneConfig
+    from ssl_derm.finetune.benchmark import _Runner, kept_last_epoch
 
     class Budget(_Runner):  # a run keeps its last epoch until its budget reaches converges_at
         def _once(self, label, run, init, frac, seed, fold, extra):

@@ -2,6 +2,7 @@ import kornia
 import pytest
 import torch
 import torch.nn.functional as F
+
 from ssl_derm.finetune import FocalLoss, focal_loss
 
 

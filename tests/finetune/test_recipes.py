@@ -9,14 +9,14 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from ssl_derm.finetune.classifier import Classifier, FinetuneModule
-from ssl_derm.finetune.losses import focal_loss
-from ssl_derm.finetune.mixing import mix_batch
 
 from ssl_derm.cli import main
 from ssl_derm.config import FinetuneConfig
 from ssl_derm.encoders import build_encoder, encoder_spec, encoder_stages
 from ssl_derm.errors import UserError
+from ssl_derm.finetune.classifier import Classifier, FinetuneModule
+from ssl_derm.finetune.losses import focal_loss
+from ssl_derm.finetune.mixing import mix_batch
 
 TINY = ["--image-size", "64", "--batch-size", "16", "--no-progress"]
 LITE0 = encoder_spec("efficientnet-lite0").normalization

@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+
 from ssl_derm.finetune.benchmark import CAM_FILE, cam_comparisons, cam_markdown, recall_markdown, training_markdown
 
 IMAGES = ["a.jpg", "b.jpg", "c.jpg", "d.jpg", "e.jpg"]

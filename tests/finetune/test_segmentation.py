@@ -10,12 +10,12 @@ import pandas as pd
 import pytest
 import torch
 from PIL import Image
-from ssl_derm.finetune.metrics import segmentation_metrics
-from ssl_derm.finetune.segmentation import build_segmenter, safe_stem
 
 from ssl_derm.cli import main
 from ssl_derm.data import sample_dir, sample_unlabeled
 from ssl_derm.errors import UserError
+from ssl_derm.finetune.metrics import segmentation_metrics
+from ssl_derm.finetune.segmentation import build_segmenter, safe_stem
 
 TINY = ["--image-size", "64", "--batch-size", "8", "--no-progress"]
 

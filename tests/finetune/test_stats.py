@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 from sklearn.metrics import balanced_accuracy_score
+
 from ssl_derm.finetune.stats import balanced_accuracy_draws, bootstrap_interval, paired_bootstrap
 
 

@@ -7,12 +7,12 @@ import io
 
 import pytest
 import torch
-from ssl_derm.pretext import build_task, get_task
-from ssl_derm.pretext.base import StepOutput
 
 from ssl_derm.config import PretrainConfig, build_config, to_dict
 from ssl_derm.encoders import build_encoder
 from ssl_derm.errors import UserError
+from ssl_derm.pretext import build_task, get_task
+from ssl_derm.pretext.base import StepOutput
 
 
 def flat(tree, prefix: str = "") -> dict[str, torch.Tensor]:

@@ -1,6 +1,6 @@
 import torch
-from ssl_derm.pretext.context_restore import draw_swaps, swap_patches
 
+from ssl_derm.pretext.context_restore import draw_swaps, swap_patches
 from tests.pretext.base import TaskTest
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 from sklearn.metrics import balanced_accuracy_score
+
 from ssl_derm.pretext.knn import balanced_bank, bootstrap_balanced_accuracy
 
 

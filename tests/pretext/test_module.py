@@ -5,11 +5,11 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 import torch
-from ssl_derm.pretext import build_task
-from ssl_derm.pretext.module import PretextModule
 
 from ssl_derm.config import PretrainConfig
 from ssl_derm.encoders import build_encoder, encoder_spec
+from ssl_derm.pretext import build_task
+from ssl_derm.pretext.module import PretextModule
 
 
 def _module(task: str = "context_restore", **settings):

@@ -37,9 +37,8 @@ def test_rotation_part_keeps_its_upright_views_beside_a_free_one():
     cfg = build_config(
         PretrainConfig, {"task": "multitask", "image_size": 64, "multitask.parts": "rotation,context_restore"}
     )
-    from ssl_derm.pretext import build_task
-
     from ssl_derm.encoders import build_encoder
+    from ssl_derm.pretext import build_task
 
     task = build_task("multitask", build_encoder(), cfg)
     assert task.parts["rotation"].upright is not None  # no vertical flips for the rotation labels

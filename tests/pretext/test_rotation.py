@@ -2,9 +2,9 @@ import math
 
 import pytest
 import torch
-from ssl_derm.pretext.rotation import rotate_batch
 
 from ssl_derm.data import train_augment
+from ssl_derm.pretext.rotation import rotate_batch
 from tests.pretext.base import TaskTest
 
 

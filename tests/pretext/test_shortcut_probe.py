@@ -4,9 +4,9 @@ on hand-made low-level features sits far above chance on the old inputs, near it
 from __future__ import annotations
 
 import numpy as np
-from ssl_derm.pretext.shortcut_probe import run_probe
 
 from ssl_derm.data import FileList, ImageBank, decode_source
+from ssl_derm.pretext.shortcut_probe import run_probe
 
 
 def _images(sample_table, resize: str):

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import kornia.augmentation as K
 import numpy as np
-import ssl_derm.commands.bench_speed as bs
-import ssl_derm.finetune.classifier as clf
 import torch
 
+import ssl_derm.commands.bench_speed as bs
+import ssl_derm.finetune.classifier as clf
 from ssl_derm.data.labeled import prepare_labeled
 from ssl_derm.data.transforms import Augment, ImagePipeline, _colour, to_float, train_augment
 from ssl_derm.encoders import encoder_spec

@@ -13,15 +13,15 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-import ssl_derm.commands.bench_speed as bs
 import torch
-from ssl_derm.finetune.classifier import Classifier
-from ssl_derm.finetune.losses import FocalLoss
 
+import ssl_derm.commands.bench_speed as bs
 from ssl_derm.config import FinetuneConfig
 from ssl_derm.data.labeled import prepare_labeled
 from ssl_derm.data.transforms import ImagePipeline, to_float, train_augment
 from ssl_derm.encoders import build_encoder, encoder_spec
+from ssl_derm.finetune.classifier import Classifier
+from ssl_derm.finetune.losses import FocalLoss
 
 warnings.filterwarnings("ignore")
 

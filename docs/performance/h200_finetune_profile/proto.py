@@ -105,12 +105,12 @@ print(json.dumps(res), flush=True)
 
 # one last.ckpt save of a fine-tuning run (weights, AdamW moments, loop state)
 import pytorch_lightning as pl  # noqa: E402
-from ssl_derm.finetune.classifier import Classifier, FinetuneModule  # noqa: E402
 
 from ssl_derm.config import FinetuneConfig  # noqa: E402
 from ssl_derm.data import BankDataset, make_loader  # noqa: E402
 from ssl_derm.encoders import build_encoder  # noqa: E402
 from ssl_derm.engine import make_trainer  # noqa: E402
+from ssl_derm.finetune.classifier import Classifier, FinetuneModule  # noqa: E402
 
 cfg = FinetuneConfig(
     encoder="efficientnet-lite0",
