@@ -40,13 +40,24 @@ def load_classifier(path: str | Path, ckpt: dict | None = None) -> tuple[Classif
 
 def rows_to_score(lab, ckpt: dict, split: str, splits: str | None, data) -> pd.DataFrame:
     """``all``: every image; with ``--splits``: that file's split; else the split the model
-    was trained with, recorded in ``model.ckpt`` (matched by content, not by file name)."""
+    was trained with, recorded in ``model.ckpt`` (matched by content, not by file name).
+
+    A source that holds no image of any split the model was trained with is an external set:
+    all of it is scored, with a note on stderr."""
     if split == "all" or splits:
         rows = lab.rows(split)
     else:
         recorded = set(ckpt["split_images"][split]["sha1"])
         sha1 = np.array(lab.bank.ids(lab.indices()).sha1)
         rows = lab.table[np.isin(sha1, list(recorded))]
+        known = {s for part in ckpt["split_images"].values() for s in part["sha1"]}
+        if rows.empty and not np.isin(sha1, list(known)).any():
+            print(
+                f"ssl-derm: note: none of this model's train/val/test images are in {data or 'the bundled sample'}: "
+                f"an external set, scoring all {len(lab.table):,} of its images",
+                file=sys.stderr,
+            )
+            return lab.rows("all")
         if rows.empty:
             raise UserError(
                 f"--split {split}: none of the {len(recorded):,} {split} images this model was trained with are in "
@@ -87,13 +98,14 @@ def run_evaluate(
     cache_dir: str | None = None,
     tta: bool = False,
     skip_missing_masks: bool = False,
+    progress: bool = True,
 ) -> dict:
     ckpt = load_checkpoint(checkpoint)
     if ckpt["task"] == "segmenter":
         from ssl_derm.finetune.segmentation import evaluate_segmentation
 
         return evaluate_segmentation(
-            checkpoint, ckpt, data, out, split, splits, overwrite, cache_dir, tta, skip_missing_masks
+            checkpoint, ckpt, data, out, split, splits, overwrite, cache_dir, tta, skip_missing_masks, progress
         )
     model, ckpt = load_classifier(checkpoint, ckpt)
     classes = list(ckpt["class_names"])
@@ -107,6 +119,7 @@ def run_evaluate(
         cache_dir=cache_dir,
         classes=classes,
         resize=cfg.get("resize", "crop"),
+        progress=progress,
     )
     rows = unseen_rows_to_score(lab, ckpt, checkpoint, split, splits, data)
     folder = run_dir(out, "evaluate", overwrite)

@@ -446,6 +446,7 @@ def evaluate_segmentation(
     cache_dir: str | None = None,
     tta: bool = False,
     skip_missing_masks: bool = False,
+    progress: bool = True,
 ) -> dict:
     """``evaluate`` for a segmenter: metrics.json (mean and per-image), predictions.csv and
     the predicted masks as ``masks/<image>.png`` (0/255, at the model's working size)."""
@@ -466,6 +467,7 @@ def evaluate_segmentation(
         resize=cfg.get("resize", "crop"),
         masks=True,
         skip_missing_masks=skip_missing_masks,
+        progress=progress,
     )
     rows = unseen_rows_to_score(lab, ckpt, checkpoint, split, splits, data)
     folder = run_dir(out, "evaluate", overwrite)

@@ -245,8 +245,11 @@ def build_parser() -> argparse.ArgumentParser:
         "image), predictions.csv and the predicted masks as OUT/masks/<image>.png (0/255, working size).",
     )
     ev.add_argument("--checkpoint", required=True, help="model.ckpt written by finetune")
-    ev.add_argument("--data", help="labelled source (default: bundled sample)")
-    ev.add_argument("--out", help="output folder (default runs/evaluate-<timestamp>)")
+    ev.add_argument(
+        "--data",
+        help="labelled source (default: bundled sample); one that holds none of the model's train/val/test "
+        "images is an external set, scored whole",
+    )
     ev.add_argument(
         "--split",
         choices=["all", "train", "val", "test"],
@@ -263,8 +266,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="a segmenter: leave out (and count) images whose mask is missing or unreadable",
     )
-    ev.add_argument("--overwrite", action="store_true")
-    ev.add_argument("--cache-dir", dest="cache_dir")
+    _output_flags(ev, "evaluate")
 
     bm = sub.add_parser(
         "benchmark",
@@ -511,6 +513,7 @@ def _dispatch(args: argparse.Namespace) -> int:
             args.cache_dir,
             args.tta,
             skip_missing_masks=args.skip_missing_masks,
+            progress=args.progress,
         )
         return 0
     if args.command == "predict":
