@@ -2,7 +2,7 @@
 # The main job on the bundled real sample (316 HAM10000 images + 64 unlabelled
 # ISIC images): inspect -> context-restoration pretraining -> benchmark of
 # random vs ImageNet vs SSL initialisation -> the comparison table.
-# A few minutes on a 2-core CPU.  Usage: scripts/demo.sh [OUT]  (default runs/demo)
+# A few minutes on a 2-core CPU.  Usage: examples/demo.sh [OUT]  (default runs/demo)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${1:-runs/demo}

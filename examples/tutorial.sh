@@ -3,7 +3,7 @@
 # evaluate -> predict -> explain -> embed -> export, then the pictures it shows are copied
 # into docs/tutorial/. About 10 minutes on a 2-core CPU.
 #
-#   scripts/tutorial.sh [OUT]      (default runs/tutorial)
+#   examples/tutorial.sh [OUT]      (default runs/tutorial)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${1:-runs/tutorial}
