@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import io
 import os
 import zipfile
@@ -14,15 +13,6 @@ import torch
 from ssl_derm.data import FileList, ImageBank, decode_source, load_labeled, sample_dir, sample_unlabeled
 
 SIZE = 64
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def load_script(name: str):
-    """A script of ``scripts/`` (not a package) imported as a module, for its tests."""
-    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -17,7 +17,6 @@ from sklearn.metrics import balanced_accuracy_score
 from ssl_derm import __version__
 from ssl_derm.cli import main
 from ssl_derm.encoders import build_encoder
-from tests.conftest import load_script
 
 TINY = ["--image-size", "64", "--batch-size", "16", "--no-progress", "--set", "log_every_n_steps=1"]
 
@@ -343,27 +342,3 @@ def test_ci_runs_the_readme_test_command():
     second = [ln for ln in (root / "README.md").read_text().splitlines() if "pytest" in ln][0]
     command = second.split("#")[0].strip()
     assert command in (root / ".ci" / "run").read_text()
-
-
-def test_pretrain_curves_keeps_a_finished_runs_validation_curves(pretrained, tmp_path, capsys, monkeypatch):
-    """scripts/pretrain_curves.py: the validation curves of a real pretraining run's log, kept in
-    curves.csv once the run is DONE (the protocol's state keeps them, not the log)."""
-    import shutil
-
-    tool = load_script("pretrain_curves")
-    run = tmp_path / "pretrain" / "context_restore"
-    shutil.copytree(pretrained, run)
-    log = tool.read_log(run)
-    assert {"val/loss", "val/knn_balanced_accuracy"} <= set(log["tag"])
-    assert tool.curves(run) is not None and not (run / "curves.csv").exists()  # not DONE: read, not kept
-    (run / "DONE").write_text("profile=cpu\n")
-    tool.curves(run)
-    shutil.rmtree(run / "tensorboard")  # the log is gone; the kept curves remain
-    kept = pd.read_csv(run / "curves.csv")
-    log = log.reset_index(drop=True)
-    assert kept[["step", "tag"]].equals(log[["step", "tag"]]) and np.allclose(kept["value"], log["value"], rtol=1e-5)
-    monkeypatch.setattr(sys, "argv", ["pretrain_curves.py", str(tmp_path / "pretrain")])
-    tool.main()
-    row = capsys.readouterr().out.splitlines()[-1]
-    knn = kept[kept["tag"] == "val/knn_balanced_accuracy"]["value"]
-    assert row.startswith(f"| context_restore | {len(knn)} |") and f"{knn.iloc[-1]:.3f}" in row

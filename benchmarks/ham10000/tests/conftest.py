@@ -1,0 +1,43 @@
+"""Fixtures of the protocol tools' tests: the tools (plain scripts in ../tools, not a package)
+imported as modules, and the bundled real HAM10000 sample."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+TOOLS = Path(__file__).resolve().parents[1] / "tools"
+
+
+def load_tool(name: str):
+    """``benchmarks/ham10000/tools/<name>.py`` imported as a module."""
+    spec = importlib.util.spec_from_file_location(name, TOOLS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="session")
+def tool_module():
+    """``load_tool``, for tests that import a tool by name."""
+    return load_tool
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _isolated_cache(tmp_path_factory):
+    """Every test decodes into a throw-away cache, never the user's."""
+    cache = tmp_path_factory.mktemp("decode-cache")
+    os.environ["SSL_DERM_CACHE"] = str(cache)
+    torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+    yield cache
+
+
+@pytest.fixture(scope="session")
+def sample_table():
+    from ssl_derm.data import load_labeled, sample_dir
+
+    return load_labeled(sample_dir())

@@ -1,0 +1,67 @@
+"""tools/protocol_progress.py: a long benchmark's progress without its test figures."""
+
+from __future__ import annotations
+
+import gzip
+import json
+
+import pytest
+
+TEST_SCORE = 0.8123  # a value no validation field holds: it must never be printed
+
+
+@pytest.fixture(scope="module")
+def tool(tool_module):
+    return tool_module("protocol_progress")
+
+
+def _metrics(best, ran, budget, val):
+    return {
+        "balanced_accuracy": TEST_SCORE,
+        "accuracy": TEST_SCORE,
+        "split": "test",
+        "best_epoch": best,
+        "epochs_run": ran,
+        "epochs_budget": budget,
+        "best_epoch_val_balanced_accuracy": val,
+        "val_history": [{"val_balanced_accuracy": val}],
+    }
+
+
+def test_progress_lists_every_run_from_validation_fields_only(tool, tmp_path, capsys):
+    runs = tmp_path / "out" / "benchmark" / "runs"
+    files = {
+        "imagenet/fraction1/seed0/metrics.json": _metrics(7, 11, 20, 0.649),
+        "random/fraction1/seed0/metrics.json": _metrics(20, 20, 20, 0.526),  # kept its last epoch
+        "random/fraction1/seed0/budget_x2/metrics.json": _metrics(17, 21, 40, 0.523),
+        "random/fraction0.1/select/encoder_lr=0.0111_freeze_epochs=0/metrics.json": _metrics(30, 38, 38, 0.403),
+    }
+    for rel, m in files.items():
+        (runs / rel).parent.mkdir(parents=True, exist_ok=True)
+        (runs / rel).write_text(json.dumps(m))
+    gz = runs / "random/fraction1/seed1/metrics.json.gz"  # as a state folder keeps a large one
+    gz.parent.mkdir(parents=True)
+    gz.write_bytes(gzip.compress(json.dumps(_metrics(12, 16, 20, 0.488)).encode()))
+
+    assert tool.main([str(tmp_path / "out")]) == 0
+    out = capsys.readouterr().out
+    assert str(TEST_SCORE) not in out and "0.812" not in out
+    rows = [line for line in out.splitlines() if line.startswith("| ") and "---" not in line][1:]
+    assert [r.split(" | ")[2] for r in rows] == [
+        "seed0",
+        "select/encoder_lr=0.0111_freeze_epochs=0",
+        "seed0",
+        "seed0/budget_x2",
+        "seed1",
+    ]
+    assert "| random | 1 | seed0 | 20 (the last" in out and "| 21 / 40 | 0.523 |" in out
+    assert "| random | 1 | seed1 | 12 | 16 / 20 | 0.488 |" in out
+    assert "5 finished run(s)" in out
+    # a benchmark folder itself works too, and the rows hold nothing but validation fields
+    rows = tool.progress(tmp_path / "out" / "benchmark")
+    assert len(rows) == 5 and TEST_SCORE not in [v for r in rows for v in r.values()]
+
+
+def test_progress_of_an_empty_folder_says_so(tool, tmp_path, capsys):
+    assert tool.main([str(tmp_path)]) == 2
+    assert "no finished run" in capsys.readouterr().err

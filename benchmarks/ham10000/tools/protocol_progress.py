@@ -1,0 +1,85 @@
+#!/usr/bin/env python
+"""A long benchmark's progress, from validation fields only.
+
+A finished run's ``metrics.json`` holds its test scores at the top level (resuming needs
+them), so reading one to see how far a protocol has come shows test figures before the end.
+This view reads only the fields below and prints one row per run: which init, label
+fraction and run (a reported seed or a selection point, and a longer run of the budget
+rule), the epoch kept, the epochs run of the budget, and the validation score of the kept
+epoch. Test fields are never read into the table.
+
+    python benchmarks/ham10000/tools/protocol_progress.py runs/ham10000_cpu        # or its benchmark/ folder
+    python benchmarks/ham10000/tools/protocol_progress.py benchmarks/ham10000/state
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import sys
+from pathlib import Path
+
+VALIDATION_FIELDS = ("best_epoch", "epochs_run", "epochs_budget", "best_epoch_val_balanced_accuracy")
+
+
+def _metrics(path: Path) -> dict:
+    raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
+    m = json.loads(raw)
+    return {k: m.get(k) for k in VALIDATION_FIELDS}  # nothing else leaves this function
+
+
+def progress(root: Path) -> list[dict]:
+    """One row per finished run under ``root``'s ``runs/`` (``root`` is a benchmark folder, or
+    a protocol folder holding ``benchmark/``), sorted by init, fraction and run."""
+    from ssl_derm.finetune.benchmark import kept_last_epoch  # the budget rule's own test
+
+    runs = root / "benchmark" / "runs" if (root / "benchmark" / "runs").is_dir() else root / "runs"
+    rows = []
+    for path in sorted([*runs.rglob("metrics.json"), *runs.rglob("metrics.json.gz")]):
+        rel = path.parent.relative_to(runs).parts  # init / fractionF / (seedN | select/POINT) [/ budget_xK]
+        if len(rel) < 3:
+            continue
+        m = _metrics(path)
+        rows.append(
+            {
+                "init": rel[0],
+                "fraction": rel[1].removeprefix("fraction"),
+                "run": "/".join(rel[2:]),
+                "kept": m["best_epoch"],
+                "ran": m["epochs_run"],
+                "budget": m["epochs_budget"],
+                "last": kept_last_epoch(m),
+                "val": m["best_epoch_val_balanced_accuracy"],
+            }
+        )
+    return sorted(rows, key=lambda r: (r["init"], r["fraction"], r["run"]))
+
+
+def table(rows: list[dict]) -> str:
+    lines = [
+        "| init | label fraction | run | epoch kept | epochs run / budget | validation balanced accuracy |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        val = "–" if r["val"] is None else f"{r['val']:.3f}"
+        kept = f"{r['kept']}" + (" (the last: the budget rule runs it again, twice as long)" if r["last"] else "")
+        lines.append(f"| {r['init']} | {r['fraction']} | {r['run']} | {kept} | {r['ran']} / {r['budget']} | {val} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("folder", type=Path, help="the protocol's output folder, its benchmark/ folder, or a state folder")
+    args = ap.parse_args(argv)
+    rows = progress(args.folder) if args.folder.is_dir() else None
+    if not rows:
+        print(f"protocol_progress: no finished run under {args.folder}", file=sys.stderr)
+        return 2
+    print(table(rows))
+    print(f"\n{len(rows)} finished run(s); validation fields only")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
