@@ -4,7 +4,7 @@ set -uo pipefail
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv > $OUT/gpu.txt 2>&1
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .whl/*.whl .whl_prof/*.whl || exit 1
 python3 -c "import torch; print('torch', torch.__version__)" >> $OUT/gpu.txt
-cp docs/performance/h200_finetune_profile/prof_ft.py /tmp/prof_ft.py
+cp benchmarks/performance/h200_finetune_profile/prof_ft.py /tmp/prof_ft.py
 cd /tmp
 s=$(date +%s)
 PYTHONPATH=/tmp/site timeout 420 python3 /tmp/prof_ft.py 224 64 60 5 > $OUT/prof_ft.log 2>&1

@@ -2,7 +2,7 @@
 set -uo pipefail
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv > $OUT/gpu.txt 2>&1
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .whl/*.whl .whl_prof/*.whl || exit 1
-cp docs/performance/h200_finetune_profile/prof2.py /tmp/prof2.py
+cp benchmarks/performance/h200_finetune_profile/prof2.py /tmp/prof2.py
 cd /tmp
 s=$(date +%s)
 PYTHONPATH=/tmp/site timeout 300 python3 /tmp/prof2.py 224 64 60 5 > $OUT/prof2.log 2>&1
