@@ -33,7 +33,7 @@ from ssl_derm.data import BankDataset, ImagePipeline, make_loader, to_float
 from ssl_derm.data.labeled import prepare_labeled
 from ssl_derm.data.sources import sample_unlabeled
 from ssl_derm.encoders import build_encoder, encoder_spec
-from ssl_derm.engine import make_trainer, run_dir
+from ssl_derm.engine import default_device, make_trainer, run_dir
 from ssl_derm.errors import UserError
 from ssl_derm.finetune.classifier import Classifier, FinetuneModule, predict_proba
 from ssl_derm.pretext import build_task, task_names
@@ -346,7 +346,7 @@ def _bench_inference(lab, batch: int) -> dict:
     model = Classifier(build_encoder(), len(lab.classes)).eval()
     images = lab.bank.gather(lab.indices("all"))
     pipeline = ImagePipeline(spec.normalization)
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = default_device()
     # timed after a first pass over every batch shape, which is reported on its own: on a
     # GPU a first pass at a new shape pays a one-off set-up that a long prediction pays once
     t0 = _now()

@@ -117,10 +117,6 @@ def write_skipped(folder: Path, skipped: list[tuple[str, str]]) -> None:
         (folder / "skipped.txt").write_text("".join(f"{n}\t{why}\n" for n, why in skipped))
 
 
-def device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
 @dataclass
 class LoadedModel:
     """An encoder (and the classifier around it, for a ``model.ckpt``) with what it needs

@@ -26,9 +26,9 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ssl_derm.commands.common import ImageSet, device, load_model, open_images, write_skipped
+from ssl_derm.commands.common import ImageSet, load_model, open_images, write_skipped
 from ssl_derm.data import ImagePipeline
-from ssl_derm.engine import run_dir
+from ssl_derm.engine import default_device, run_dir
 from ssl_derm.errors import UserError
 
 KNN_K = 20
@@ -159,7 +159,9 @@ def run_embed(
     with torch.inference_mode():
         for i in tqdm(range(0, len(images), batch_size), desc="features", unit="batch", disable=not progress):
             idx = np.arange(i, min(i + batch_size, len(images)))
-            feats.append(encoder_features(loaded.encoder, images.images(idx), pipeline, device(), batch_size).cpu())
+            feats.append(
+                encoder_features(loaded.encoder, images.images(idx), pipeline, default_device(), batch_size).cpu()
+            )
     features = torch.cat(feats).numpy().astype(np.float32)
     np.save(folder / "features.npy", features)
     xy = reduce_2d(features, method, seed)

@@ -15,9 +15,9 @@ import time
 
 import pandas as pd
 
-from ssl_derm.commands.common import device, load_model, open_images, require_classifier, write_skipped
+from ssl_derm.commands.common import load_model, open_images, require_classifier, write_skipped
 from ssl_derm.data import ImagePipeline
-from ssl_derm.engine import run_dir
+from ssl_derm.engine import default_device, run_dir
 from ssl_derm.finetune.classifier import predict_proba
 
 
@@ -42,7 +42,7 @@ def run_predict(
         loaded.classifier,
         images.images(),
         ImagePipeline(loaded.normalization),
-        device(),
+        default_device(),
         batch_size=batch_size,
         tta=tta,
         progress=progress,
@@ -72,7 +72,7 @@ def _write(folder, table: pd.DataFrame, images, checkpoint, tta: bool, seconds: 
         "tta": tta,
         **extra,
         "images_per_s": round(len(images) / max(seconds, 1e-9), 1),
-        "device": str(device()),
+        "device": str(default_device()),
     }
     (folder / "summary.json").write_text(json.dumps(summary, indent=2))
     skipped = f", {len(images.skipped)} unreadable skipped (skipped.txt)" if images.skipped else ""
@@ -104,7 +104,9 @@ def predict_masks_of(
     folder = run_dir(out, "predict", overwrite)
     images = open_images(data, loaded.image_size, cache_dir=cache_dir, progress=progress, resize=loaded.resize)
     start = time.perf_counter()
-    probs = predict_masks(model, images.images(), ImagePipeline(loaded.normalization), device(), batch_size, tta)
+    probs = predict_masks(
+        model, images.images(), ImagePipeline(loaded.normalization), default_device(), batch_size, tta
+    )
     seconds = time.perf_counter() - start
     (folder / "masks").mkdir(exist_ok=True)
     taken: set[str] = set()

@@ -25,7 +25,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch
 
 from ssl_derm.checkpoint import (
     FORMAT_VERSION,
@@ -46,12 +45,12 @@ from ssl_derm.data.labeled import (
 from ssl_derm.data.leaks import check_split_by_content, check_unseen
 from ssl_derm.data.splits import label_fraction, make_folds, write_splits
 from ssl_derm.encoders import resolve_encoder_settings
-from ssl_derm.engine import RunFailed, run_dir
+from ssl_derm.engine import RunFailed, default_device, run_dir
 from ssl_derm.errors import UserError
 from ssl_derm.finetune.metrics import SEGMENTATION_METRICS
 from ssl_derm.finetune.report import METRICS, label_efficiency_plot, results_markdown, save_confusion
-from ssl_derm.finetune.stats import balanced_accuracy_draws, bootstrap_interval, format_interval, paired_bootstrap
 from ssl_derm.finetune.train import PREDICTIONS, PREDICTIONS_TTA, run_finetune, test_metrics
+from ssl_derm.stats import balanced_accuracy_draws, bootstrap_interval, format_interval, paired_bootstrap
 
 COLUMNS = ["init", "label_fraction", "seed", "fold", "recipe", "val_balanced_accuracy", *METRICS]
 BASELINES = ("imagenet", "random")  # every other init is compared with each of these, paired
@@ -203,7 +202,7 @@ def ensure_predictions(run: Path, lab: LabeledData, tta: bool = False) -> None:
     if ckpt["image_size"] != lab.bank.image_size:
         return
     model, ckpt = load_classifier(run / "model.ckpt", ckpt)
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = default_device()
     for name in missing:
         test_metrics(model, lab, ckpt["normalization"], device, run, tta=name == PREDICTIONS_TTA)
 
@@ -218,8 +217,7 @@ def ensure_cam_in_lesion(run: Path, lab: LabeledData, data=None) -> None:
     lesion's share of the image (a uniform map's score) and a map peaked at the centre.
     Written once to ``test_cam_in_lesion.csv`` from ``model.ckpt`` and ``test_predictions.csv``
     (nothing when either is gone); an image without a mask gets empty cells."""
-    from ssl_derm.commands.common import device
-    from ssl_derm.commands.explain import cam_in_lesion, centre_map, compute_cams, read_mask
+    from ssl_derm.cam import cam_in_lesion, centre_map, compute_cams, read_mask
     from ssl_derm.data import ImagePipeline
     from ssl_derm.finetune.evaluate import load_classifier
 
@@ -242,7 +240,7 @@ def ensure_cam_in_lesion(run: Path, lab: LabeledData, data=None) -> None:
     predicted = probs[list(lab.classes)].to_numpy().argmax(1)
     model, ckpt = load_classifier(run / "model.ckpt", ckpt)
     images = lab.bank.gather(lab.indices("test"))
-    cams = compute_cams(model, images, predicted, ImagePipeline(ckpt["normalization"]), "gradcam", device())
+    cams = compute_cams(model, images, predicted, ImagePipeline(ckpt["normalization"]), "gradcam", default_device())
     resize, centre, out = ckpt["config"].get("resize", "crop"), centre_map(size), []
     for (image, label, mask_file), cam, pred in zip(rows[["image", "label", "mask"]].to_numpy(), cams, predicted):
         mask = read_mask(Path(mask_file), image, size, resize) if mask_file else None

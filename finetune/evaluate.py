@@ -9,7 +9,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch
 
 from ssl_derm.checkpoint import load_checkpoint
 from ssl_derm.data import ImagePipeline
@@ -17,7 +16,7 @@ from ssl_derm.data.identity import ContentIds
 from ssl_derm.data.labeled import prepare_labeled
 from ssl_derm.data.leaks import check_unseen_ids
 from ssl_derm.encoders import build_encoder, load_strict
-from ssl_derm.engine import run_dir
+from ssl_derm.engine import default_device, run_dir
 from ssl_derm.errors import UserError
 from ssl_derm.finetune.classifier import Classifier, predict_proba
 from ssl_derm.finetune.metrics import classification_metrics
@@ -124,7 +123,7 @@ def run_evaluate(
     rows = unseen_rows_to_score(lab, ckpt, checkpoint, split, splits, data)
     folder = run_dir(out, "evaluate", overwrite)
     pipeline = ImagePipeline(ckpt["normalization"])
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = default_device()
     probs = predict_proba(model, lab.bank.gather(rows["row"].to_numpy()), pipeline, device, tta=tta)
     targets = rows["label"].map({c: i for i, c in enumerate(classes)}).to_numpy()
     metrics = classification_metrics(targets, probs, classes)

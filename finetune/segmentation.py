@@ -39,6 +39,7 @@ from ssl_derm.data.identity import ContentIds
 from ssl_derm.data.labeled import LabeledData, write_splits_with_masks
 from ssl_derm.encoders import build_encoder, encoder_spec, load_strict
 from ssl_derm.engine import (
+    default_device,
     pin_memory,
     run_dir,
     step_generator,
@@ -46,6 +47,15 @@ from ssl_derm.engine import (
 from ssl_derm.errors import UserError
 from ssl_derm.finetune.classifier import EncoderFinetuneModule, dihedral, record_epoch
 from ssl_derm.finetune.metrics import SEGMENTATION_METRICS, mask_counts, scores_from_counts, segmentation_metrics
+from ssl_derm.finetune.run import (
+    early_stopping_trainer,
+    fit_keep_best,
+    split_images,
+    start_run,
+    step_budget,
+    table_sha1,
+    training_record,
+)
 
 BEST = "val/dice"
 TASK = "segmenter"
@@ -282,8 +292,6 @@ def build_segmentation(
     cfg: FinetuneConfig, overwrite: bool = False, resume: bool = False, lab: LabeledData | None = None
 ) -> SegmentationRun:
     """Run folder, data with masks (label fraction, leak checks), U-Net and LightningModule."""
-    from ssl_derm.finetune.train import start_run, step_budget
-
     cfg, out, lab, inherited = start_run(cfg, overwrite, resume, lab, write_splits_with_masks, check_segmentation_data)
     model, decoder_from = build_segmenter(cfg.encoder, cfg.init, cfg.init_decoder)
     if cfg.init_decoder and decoder_from is None and cfg.init not in ("random", "imagenet"):
@@ -299,8 +307,6 @@ def build_segmentation(
 
 def fit_segmentation(run: SegmentationRun, resume: bool = False):
     """Train with early stopping on validation Dice; the module ends with the best epoch's weights."""
-    from ssl_derm.finetune.train import early_stopping_trainer, fit_keep_best
-
     cfg, lab = run.cfg, run.lab
     trainer, best = early_stopping_trainer(cfg, run.out, run.steps_per_epoch, BEST)
     pin = pin_memory(trainer)
@@ -346,8 +352,6 @@ def score_segmentation(model: nn.Module, lab: LabeledData, normalization: dict, 
 
 def export_segmentation(run: SegmentationRun, trainer, best) -> dict:
     """Score the test split once; write metrics.json, test overlays and model.ckpt."""
-    from ssl_derm.finetune.train import split_images, table_sha1, training_record
-
     cfg, lab = run.cfg, run.lab
     model = run.module.export_model()
     name = run_name(cfg.init, run.decoder_from)
@@ -471,7 +475,7 @@ def evaluate_segmentation(
     )
     rows = unseen_rows_to_score(lab, ckpt, checkpoint, split, splits, data)
     folder = run_dir(out, "evaluate", overwrite)
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = default_device()
     idx = rows["row"].to_numpy()
     probs = predict_masks(model, lab.bank.gather(idx), ImagePipeline(ckpt["normalization"]), device, tta=tta)
     truth = lab.bank.gather_masks(idx)[:, 0].numpy()

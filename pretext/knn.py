@@ -17,7 +17,7 @@ from torch import nn
 
 from ssl_derm.data.transforms import ImagePipeline
 from ssl_derm.encoders import pooled_features
-from ssl_derm.finetune.stats import balanced_accuracy_draws, draw_weights
+from ssl_derm.stats import balanced_accuracy_draws, draw_weights
 
 
 def balanced_bank(idx: np.ndarray, labels: np.ndarray, size: int, seed: int) -> np.ndarray:

@@ -251,6 +251,12 @@ def cosine_schedule(optimizer, cfg, steps_per_epoch: int) -> dict:
     return {"optimizer": optimizer, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
 
+def default_device() -> torch.device:
+    """The device of inference outside Lightning (evaluate, predict, explain, embed): the
+    first GPU when there is one, else the CPU."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
 def step_generator(*keys: int) -> torch.Generator:
     """A ``torch.Generator`` derived from integer ``keys`` such as (seed, rank, step): DDP
     ranks draw differently, and a run resumed from ``last.ckpt`` draws at step k exactly

@@ -14,16 +14,10 @@ import pytest
 import torch
 from PIL import Image
 
+from ssl_derm.cam import align_mask, cam_in_lesion, cam_layer, centre_map, compute_cams
 from ssl_derm.cli import main
 from ssl_derm.commands.common import load_model, open_images
-from ssl_derm.commands.explain import (
-    align_mask,
-    cam_in_lesion,
-    cam_layer,
-    centre_map,
-    compute_cams,
-    order_worst_first,
-)
+from ssl_derm.commands.explain import order_worst_first
 from ssl_derm.data import ImagePipeline, sample_dir
 from ssl_derm.data.cache import decode_image
 from ssl_derm.data.identity import file_sha1

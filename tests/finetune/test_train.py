@@ -13,7 +13,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from ssl_derm.cli import main
 from ssl_derm.config import FinetuneConfig
 from ssl_derm.encoders import build_encoder
-from ssl_derm.finetune.train import FreshEarlyStopping, early_stopping_trainer, step_budget
+from ssl_derm.finetune.run import FreshEarlyStopping, early_stopping_trainer, step_budget
 
 TINY = ["--image-size", "64", "--batch-size", "16", "--no-progress", "--init", "imagenet"]
 

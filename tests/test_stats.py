@@ -1,10 +1,10 @@
-"""Paired bootstrap of two inits' per-image test scores (finetune/stats.py)."""
+"""Paired bootstrap of two inits' per-image test scores (ssl_derm/stats.py)."""
 
 import numpy as np
 import pytest
 from sklearn.metrics import balanced_accuracy_score
 
-from ssl_derm.finetune.stats import balanced_accuracy_draws, bootstrap_interval, paired_bootstrap
+from ssl_derm.stats import balanced_accuracy_draws, bootstrap_interval, paired_bootstrap
 
 
 def _hits(labels: np.ndarray, recall: list[float], rng) -> np.ndarray:
