@@ -337,6 +337,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="also keep, per test image, the share of each run's Grad-CAM map inside the lesion mask "
         "(test_cam_in_lesion.csv; data with masks/) and compare the inits with paired intervals (classification)",
     )
+    bm.add_argument(
+        "--report-only",
+        dest="report_only",
+        action="store_true",
+        help="train nothing: rewrite every table of the benchmark in --out from its finished runs "
+        "(settings from its config.yaml; no other flag is read)",
+    )
     _engine_flags(bm, "labelled source (default: bundled sample)")
     _finetune_flags(bm)
 
@@ -466,7 +473,7 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-_NOT_SETTINGS = {"command", "config", "set", "overwrite", "resume", "json", "path", "data_command"}
+_NOT_SETTINGS = {"command", "config", "set", "overwrite", "resume", "json", "path", "data_command", "report_only"}
 
 
 def _settings(args: argparse.Namespace, cls: type):
@@ -572,7 +579,13 @@ def _dispatch(args: argparse.Namespace) -> int:
         return 0
     if args.command == "benchmark":
         from ssl_derm.config import BenchmarkConfig
-        from ssl_derm.finetune.benchmark import run_benchmark
+        from ssl_derm.finetune.benchmark import report_benchmark, run_benchmark
+
+        if args.report_only:
+            if not args.out:
+                raise UserError("--report-only: name the benchmark folder with --out")
+            report_benchmark(args.out)
+            return 0
 
         run_benchmark(_settings(args, BenchmarkConfig), overwrite=args.overwrite, resume=args.resume)
         return 0

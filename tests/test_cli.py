@@ -318,6 +318,16 @@ def test_finetune_evaluate_benchmark_end_to_end(pretrained, tmp_path, capsys):
     other = table.loc[("context_restore", 1.0)]
     assert other["vs_random_lo"] <= other["vs_random"] <= other["vs_random_hi"]
     assert np.isclose(other["vs_random"], other["cam_in_lesion"] - table.loc[("random", 1.0), "cam_in_lesion"])
+
+    # --report-only: every table rewritten from the runs on disk, nothing trained, the same bytes
+    tables = ["results.csv", "results.md", "paired.csv", "intervals.csv", "tta.csv", "cam_in_lesion.csv"]
+    before = {t: (bm / t).read_bytes() for t in tables}
+    for t in tables:
+        (bm / t).unlink()
+    capsys.readouterr()
+    assert main(["benchmark", "--report-only", "--out", str(bm)]) == 0
+    assert "from 4 run(s)" in capsys.readouterr().out
+    assert {t: (bm / t).read_bytes() for t in tables} == before
     assert "## Grad-CAM mass inside the lesion" in (bm / "results.md").read_text()
 
     # a run whose recorded settings or init weights differ from this benchmark's is run again

@@ -75,7 +75,7 @@ def test_run_key_follows_what_a_run_trains_not_where_it_lives(ssl_ckpt, tmp_path
 
     from ssl_derm.checkpoint import weights_fingerprint
     from ssl_derm.config import FinetuneConfig
-    from ssl_derm.finetune.benchmark import run_key
+    from ssl_derm.finetune.benchmark.runs import run_key
 
     cfg = FinetuneConfig(init="imagenet", out="a", seed=0)
     key = run_key(cfg, weights_fingerprint("imagenet"))
@@ -89,7 +89,7 @@ def test_run_key_follows_what_a_run_trains_not_where_it_lives(ssl_ckpt, tmp_path
 
 
 def test_edge_step_goes_one_grid_ratio_beyond_a_winner_at_the_edge():
-    from ssl_derm.finetune.benchmark import edge_step
+    from ssl_derm.finetune.benchmark.select import edge_step
 
     def pt(lr, freeze=0):
         return {"encoder_lr": lr, "freeze_epochs": freeze}
@@ -121,11 +121,11 @@ class _FakeRunner:
 
 @pytest.mark.parametrize("extend", [0, 1, 2])
 def test_selection_follows_the_winner_beyond_the_grid_edge(tmp_path, extend):
-    from ssl_derm.finetune.benchmark import SELECT_SEED, _select
+    from ssl_derm.finetune.benchmark.select import SELECT_SEED, select_recipe
 
     runner = _FakeRunner(extend)
     grid = [{"encoder_lr": 3e-4}, {"encoder_lr": 1e-3}]
-    slug, point = _select(runner, grid, tmp_path, "here", "imagenet", 1.0, None)
+    slug, point = select_recipe(runner, grid, tmp_path, "here", "imagenet", 1.0, None)
     tried = [name for name, _, _ in runner.calls]
     expected = ["encoder_lr=0.0003", "encoder_lr=0.001", "encoder_lr=0.00333", "encoder_lr=0.0111"][: 2 + extend]
     assert tried == expected and all(seed == SELECT_SEED and not scored for _, seed, scored in runner.calls)
@@ -136,7 +136,7 @@ def test_selection_follows_the_winner_beyond_the_grid_edge(tmp_path, extend):
 
 def test_a_diverging_point_beyond_the_grid_loses_and_is_not_tried_again(tmp_path):
     from ssl_derm.engine import RunFailed
-    from ssl_derm.finetune.benchmark import FAILED, _select
+    from ssl_derm.finetune.benchmark.select import FAILED, select_recipe
 
     class Diverging(_FakeRunner):  # peaked at 3e-3 as before, and too high a rate diverges
         def __call__(self, label, run, init, frac, seed, fold, extra):
@@ -147,18 +147,18 @@ def test_a_diverging_point_beyond_the_grid_loses_and_is_not_tried_again(tmp_path
 
     grid = [{"encoder_lr": 3e-4}, {"encoder_lr": 1e-3}]
     runner = Diverging(extend=2)
-    _, point = _select(runner, grid, tmp_path, "here", "random", 0.1, None)
+    _, point = select_recipe(runner, grid, tmp_path, "here", "random", 0.1, None)
     assert point == {"encoder_lr": 3.33e-3} and runner.calls[-1][0] == "encoder_lr=0.0111"
     assert "non-finite" in (tmp_path / "select" / "encoder_lr=0.0111" / FAILED).read_text()
     again = Diverging(extend=2)  # a resumed benchmark: the failure is read back, not rerun
-    assert _select(again, grid, tmp_path, "here", "random", 0.1, None)[1] == point
+    assert select_recipe(again, grid, tmp_path, "here", "random", 0.1, None)[1] == point
     assert [name for name, _, _ in again.calls] == ["encoder_lr=0.0003", "encoder_lr=0.001", "encoder_lr=0.00333"]
     changed = Diverging(extend=2)  # other settings: the old failure says nothing about this run, tried again
     changed.version = "v2"
-    assert _select(changed, grid, tmp_path, "here", "random", 0.1, None)[1] == point
+    assert select_recipe(changed, grid, tmp_path, "here", "random", 0.1, None)[1] == point
     assert changed.calls[-1][0] == "encoder_lr=0.0111"
     with pytest.raises(RunFailed):  # a grid point that diverges stops the benchmark
-        _select(Diverging(extend=0), [{"encoder_lr": 1e-2}], tmp_path / "grid", "here", "random", 0.1, None)
+        select_recipe(Diverging(extend=0), [{"encoder_lr": 1e-2}], tmp_path / "grid", "here", "random", 0.1, None)
 
 
 @pytest.mark.parametrize(
@@ -174,9 +174,9 @@ def test_a_run_that_keeps_its_last_epoch_runs_again_at_twice_the_budget(tmp_path
     import dataclasses
 
     from ssl_derm.config import FinetuneConfig
-    from ssl_derm.finetune.benchmark import _Runner, kept_last_epoch
+    from ssl_derm.finetune.benchmark.runs import Runner, kept_last_epoch
 
-    class Budget(_Runner):  # a run keeps its last epoch until its budget reaches converges_at
+    class Budget(Runner):  # a run keeps its last epoch until its budget reaches converges_at
         def _once(self, label, run, init, frac, seed, fold, extra):
             s = {**self.base, **extra}
             calls.append((run.relative_to(tmp_path).as_posix(), s["epochs"], s["min_steps"], s["min_epochs"]))

@@ -8,7 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ssl_derm.finetune.benchmark import CAM_FILE, cam_comparisons, cam_markdown, recall_markdown, training_markdown
+from ssl_derm.finetune.benchmark.compare import cam_comparisons
+from ssl_derm.finetune.benchmark.regenerate import CAM_FILE
+from ssl_derm.finetune.benchmark.reports import cam_markdown, recall_markdown, training_markdown
 
 IMAGES = ["a.jpg", "b.jpg", "c.jpg", "d.jpg", "e.jpg"]
 AREA = [0.2, 0.4, 0.3, np.nan, 0.5]  # d.jpg has no mask
