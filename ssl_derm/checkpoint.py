@@ -12,7 +12,6 @@ prove what it saw and is refused.
 
 from __future__ import annotations
 
-import os
 import pickle
 import zipfile
 from pathlib import Path
@@ -22,6 +21,7 @@ import torch
 
 from ssl_derm import __version__
 from ssl_derm.errors import UserError
+from ssl_derm.files import atomic_write
 
 FORMAT = "ssl-derm"
 FORMAT_VERSION = 2
@@ -57,24 +57,9 @@ def library_versions() -> dict[str, str]:
     }
 
 
-def _atomic(path: str | Path, write) -> Path:
-    """``write(tmp)`` to a temporary file beside ``path``, then rename: a kill never leaves
-    half a file."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    write(tmp)
-    os.replace(tmp, path)
-    return path
-
-
 def atomic_save(obj: Any, path: str | Path) -> Path:
     """``torch.save`` to a temporary file, then rename: a kill never leaves half a file."""
-    return _atomic(path, lambda tmp: torch.save(obj, tmp))
-
-
-def atomic_write_text(text: str, path: str | Path) -> Path:
-    """A text file written whole or not at all (``atomic_save``'s temporary file and rename)."""
-    return _atomic(path, lambda tmp: tmp.write_text(text))
+    return atomic_write(path, lambda tmp: torch.save(obj, tmp))
 
 
 def save_checkpoint(

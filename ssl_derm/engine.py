@@ -21,6 +21,7 @@ from pytorch_lightning.plugins.io import TorchCheckpointIO
 from pytorch_lightning.trainer.states import TrainerFn
 
 from ssl_derm.errors import UserError
+from ssl_derm.files import atomic_write
 
 RUN_DIR_ENV = "SSL_DERM_RUN_DIR"  # set by rank 0 so DDP workers use the same run folder
 
@@ -35,9 +36,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     def save_checkpoint(self, checkpoint, path, storage_options=None) -> None:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        torch.save(checkpoint, tmp)
-        os.replace(tmp, path)
+        atomic_write(path, lambda tmp: torch.save(checkpoint, tmp))
 
     def load_checkpoint(self, path, map_location=None, weights_only=None):
         # The trainer checkpoint is our own file, but still never executes code.

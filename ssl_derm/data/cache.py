@@ -37,6 +37,7 @@ from tqdm.auto import tqdm
 from ssl_derm.data.archives import ImageSource
 from ssl_derm.data.identity import THUMB, ContentIds, file_sha1, thumbnail
 from ssl_derm.errors import UserError
+from ssl_derm.files import atomic_save_npy, atomic_write, atomic_write_text
 
 CACHE_VERSION = 3
 MASK_CACHE_VERSION = 1
@@ -154,7 +155,6 @@ def decode_source(
             ok = np.array(info["ok"], bool)
             return Decoded(source.label, source.names, pixels, ok, skipped, info["sha1"], np.load(thumbs_npy))
     cache.mkdir(parents=True, exist_ok=True)
-    tmp = cache / f"{key}.{os.getpid()}.tmp.npy"
     shape = (len(source), 3, size, size)
     ok = np.zeros(len(source), bool)
     sha1 = [""] * len(source)
@@ -168,39 +168,38 @@ def decode_source(
         disable=not progress,
         leave=False,
     )
+
     # Appended chunk by chunk with plain writes (not through a memory map, whose written
     # pages would stay resident): memory stays flat however large the archive is.
-    with open(tmp, "wb") as f, ThreadPoolExecutor(max_workers=threads or min(8, os.cpu_count() or 1)) as pool:
-        np.lib.format.write_array_header_1_0(f, {"descr": "|u1", "fortran_order": False, "shape": shape})
-        i = 0
-        stream = source.iter_bytes()
-        while True:
-            chunk = list(itertools.islice(stream, _CHUNK))
-            if not chunk:
-                break
-            for (name, _), out in zip(chunk, pool.map(lambda it: _decode_or_reason(it, size, resize), chunk)):
-                if isinstance(out, str):
-                    skipped.append((name, out))
-                    out = blank
-                else:
-                    out, thumbs[i], sha1[i] = out
-                    ok[i] = True
-                f.write(np.ascontiguousarray(out).tobytes())
-                i += 1
-            bar.update(len(chunk))
-        if i != len(source):  # a truncated archive ended early: the rest is unreadable
-            skipped += [(n, "archive ended early") for n in source.names[i:]]
-            for _ in range(len(source) - i):
-                f.write(blank.tobytes())
+    def write_pixels(tmp: Path) -> None:
+        with open(tmp, "wb") as f, ThreadPoolExecutor(max_workers=threads or min(8, os.cpu_count() or 1)) as pool:
+            np.lib.format.write_array_header_1_0(f, {"descr": "|u1", "fortran_order": False, "shape": shape})
+            i = 0
+            stream = source.iter_bytes()
+            while True:
+                chunk = list(itertools.islice(stream, _CHUNK))
+                if not chunk:
+                    break
+                for (name, _), out in zip(chunk, pool.map(lambda it: _decode_or_reason(it, size, resize), chunk)):
+                    if isinstance(out, str):
+                        skipped.append((name, out))
+                        out = blank
+                    else:
+                        out, thumbs[i], sha1[i] = out
+                        ok[i] = True
+                    f.write(np.ascontiguousarray(out).tobytes())
+                    i += 1
+                bar.update(len(chunk))
+            if i != len(source):  # a truncated archive ended early: the rest is unreadable
+                skipped.extend((n, "archive ended early") for n in source.names[i:])
+                for _ in range(len(source) - i):
+                    f.write(blank.tobytes())
+
+    atomic_write(npy, write_pixels)
     bar.close()
-    os.replace(tmp, npy)
-    thumbs_tmp = cache / f"{key}.{os.getpid()}.tmp.thumbs.npy"
-    np.save(thumbs_tmp, thumbs)
-    os.replace(thumbs_tmp, thumbs_npy)
-    meta_tmp = meta.with_suffix(f".{os.getpid()}.tmp")
+    atomic_save_npy(thumbs, thumbs_npy)
     info = {"ok": ok.tolist(), "skipped": skipped, "label": source.label, "resize": resize, "sha1": sha1}
-    meta_tmp.write_text(json.dumps(info))
-    os.replace(meta_tmp, meta)
+    atomic_write_text(json.dumps(info), meta)
     if skipped:
         warnings.warn(f"{source.label}: skipped {len(skipped)} of {len(source)} files", stacklevel=2)
     return Decoded(source.label, source.names, np.load(npy, mmap_mode="r"), ok, skipped, sha1, thumbs)
@@ -280,10 +279,6 @@ def decode_masks(
                 problems.append((items[i][0] or items[i][1], res))
             else:
                 out[i], ok[i] = res, True
-    tmp = cache / f"{key}.{os.getpid()}.tmp.masks.npy"
-    np.save(tmp, out)
-    os.replace(tmp, npy)
-    meta_tmp = cache / f"{key}.{os.getpid()}.tmp.masks.json"
-    meta_tmp.write_text(json.dumps({"ok": ok.tolist(), "problems": problems}))
-    os.replace(meta_tmp, meta)
+    atomic_save_npy(out, npy)
+    atomic_write_text(json.dumps({"ok": ok.tolist(), "problems": problems}), meta)
     return DecodedMasks(np.load(npy, mmap_mode="r"), ok, problems)

@@ -1,0 +1,34 @@
+"""Files written whole or not at all: every checkpoint, cache entry and record of a run goes
+through ``atomic_write``, so a kill (or a copy taken mid-write) never finds half a file."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+
+def atomic_write(path: str | Path, write: Callable[[Path], object]) -> Path:
+    """``write(tmp)`` to a temporary file beside ``path``, then rename it to ``path``."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    write(tmp)
+    os.replace(tmp, path)
+    return path
+
+
+def atomic_write_text(text: str, path: str | Path) -> Path:
+    return atomic_write(path, lambda tmp: tmp.write_text(text))
+
+
+def atomic_save_npy(array: np.ndarray, path: str | Path) -> Path:
+    """``np.save`` of ``array`` to ``path`` (through a file object: ``np.save`` would append
+    ``.npy`` to the temporary name)."""
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as f:
+            np.save(f, array)
+
+    return atomic_write(path, write)
