@@ -29,7 +29,7 @@ from ssl_derm.data import ImagePipeline
 from ssl_derm.data.labeled import prepare_labeled
 from ssl_derm.finetune.classifier import predict_proba
 from ssl_derm.finetune.evaluate import load_classifier, rows_to_score
-from ssl_derm.finetune.stats import balanced_accuracy_draws
+from ssl_derm.stats import balanced_accuracy_draws
 
 BOOT = 2000
 

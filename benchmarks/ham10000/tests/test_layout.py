@@ -1,9 +1,11 @@
 """The protocol's folder holds what its scripts name: the profiles load into the settings they
 are passed as (tests/test_config.py checks the product's defaults in the repository's configs/),
-and every tool, config or sibling script a shell script of this folder calls is where it says."""
+every tool, config or sibling script a shell script of this folder calls is where it says, and
+every python tool and study imports."""
 
 from __future__ import annotations
 
+import importlib.util
 import re
 from pathlib import Path
 
@@ -33,3 +35,14 @@ def test_every_file_a_script_calls_is_here(script):
     for rel in files:
         for profile in ("cpu", "gpu") if "$PROFILE" in rel else ("",):
             assert (HERE / rel.replace("$PROFILE", profile)).is_file(), f"{script.name}: {rel}"
+
+
+@pytest.mark.parametrize(
+    "path",
+    sorted([*(HERE / "tools").glob("*.py"), *(HERE / "studies").glob("*.py")]),
+    ids=lambda p: p.parent.name + "/" + p.name,
+)
+def test_every_python_script_imports(path):
+    """A tool or study that names a module of ssl_derm that moved fails here, not on the day it runs."""
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    spec.loader.exec_module(importlib.util.module_from_spec(spec))
