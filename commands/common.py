@@ -20,17 +20,8 @@ from torch import nn
 from ssl_derm.data.archives import FileList, open_unlabeled
 from ssl_derm.data.cache import decode_source
 from ssl_derm.data.dataset import ImageBank
-from ssl_derm.data.sources import HAM_METADATA, load_labeled, sample_dir
+from ssl_derm.data.sources import is_labeled, load_labeled, sample_dir
 from ssl_derm.errors import UserError
-
-
-def is_labeled(path: Path) -> bool:
-    """A HAM10000 folder, a CSV file, or an ImageFolder root (subfolders only)."""
-    return (
-        (path.is_dir() and (path / HAM_METADATA).is_file())
-        or path.suffix.lower() == ".csv"
-        or (path.is_dir() and any(p.is_dir() for p in path.iterdir()) and not any(p.is_file() for p in path.iterdir()))
-    )
 
 
 @dataclass

@@ -40,9 +40,9 @@ import numpy as np
 import pandas as pd
 
 from ssl_derm.cam import METHODS, cam_in_lesion, centre_map, compute_cams, read_mask
-from ssl_derm.commands.common import is_labeled, load_model, open_images, require_classifier, write_skipped
+from ssl_derm.commands.common import load_model, open_images, require_classifier, write_skipped
 from ssl_derm.data import ImagePipeline
-from ssl_derm.data.sources import sample_dir
+from ssl_derm.data.sources import is_labeled, sample_dir
 from ssl_derm.engine import default_device, run_dir
 from ssl_derm.errors import UserError
 from ssl_derm.finetune.classifier import predict_proba

@@ -21,7 +21,7 @@ content tells the angle, every input, angle 0 included, is made by one warp:
 - then each image's brightness ramp is removed (``flatten_illumination``).
 
 The task's own augmentation keeps "up" (no vertical
-flip, no rotation, square crops).  ``scripts/shortcut_probe.py`` measures
+flip, no rotation, square crops).  ``benchmarks/ham10000/tools/shortcut_probe.py`` measures
 what a classifier on hand-made low-level features of these inputs can tell:
 0.496 on the old inputs (six angles, chance 0.167), 0.212 on these
 (2,000 HAM10000 images at 96 px).

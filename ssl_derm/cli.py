@@ -488,7 +488,7 @@ def _settings(args: argparse.Namespace, cls: type):
 
 def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "data":
-        from ssl_derm.data.commands import inspect_command, split_command
+        from ssl_derm.commands.data import inspect_command, split_command
 
         if args.data_command == "inspect":
             return inspect_command(args.path, args.json)

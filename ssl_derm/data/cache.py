@@ -9,7 +9,7 @@ Resize modes: ``crop`` (default) scales the short side to S and keeps the
 centre square, so the pixels keep their aspect ratio; ``squash`` scales the
 whole frame to S x S, which stretches HAM10000's 4:3 images anisotropically,
 a low-level orientation cue that gives rotation labels away
-(``scripts/shortcut_probe.py``).
+(``benchmarks/ham10000/tools/shortcut_probe.py``).
 
 Lesion masks (``decode_masks``) go through the same crop as their images,
 with nearest-neighbour sampling, into their own cache entry: uint8 ``{0, 1}``

@@ -11,7 +11,7 @@ Every decoded image gets two fingerprints, computed once in the decode cache:
 The high-pass step matters on dermoscopy: plain thumbnails are dominated by
 the dark vignette and the skin tone, so distinct lesions correlate at 0.98.
 Measured on the 8,017 HAM10000 images of ``../shared/data`` (see
-``scripts/duplicate_check.py``): the closest pair of distinct lesions scores
+``benchmarks/ham10000/studies/duplicate_check.py``): the closest pair of distinct lesions scores
 0.919, copies saved under another name and size 0.987-0.992; 0.95 separates
 them.  Not detected: crops, flips and rotations of an image (a different
 frame, not a copy).

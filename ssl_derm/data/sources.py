@@ -135,3 +135,12 @@ def _image_folder(root: Path) -> pd.DataFrame:
             if img.suffix.lower() in IMAGE_SUFFIXES:
                 rows.append((str(img.resolve()), class_dir.name, img.stem))
     return pd.DataFrame(rows, columns=["image", "label", "group"])
+
+
+def is_labeled(path: Path) -> bool:
+    """A labelled source: a HAM10000 folder, a CSV file, or an ImageFolder root (subfolders only)."""
+    return (
+        (path.is_dir() and (path / HAM_METADATA).is_file())
+        or path.suffix.lower() == ".csv"
+        or (path.is_dir() and any(p.is_dir() for p in path.iterdir()) and not any(p.is_file() for p in path.iterdir()))
+    )

@@ -31,7 +31,7 @@ from ssl_derm.data import ImagePipeline
 from ssl_derm.data.labeled import prepare_labeled
 from ssl_derm.data.leaks import check_unseen
 from ssl_derm.encoders import build_encoder, encoder_spec
-from ssl_derm.finetune.train import table_sha1
+from ssl_derm.finetune.run import table_sha1
 from ssl_derm.pretext.knn import bootstrap_balanced_accuracy, frozen_probe, knn_data
 
 

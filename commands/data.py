@@ -10,18 +10,10 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from ssl_derm.data.archives import FileList, ImageSource, open_unlabeled
-from ssl_derm.data.sources import HAM_METADATA, load_labeled
+from ssl_derm.data.sources import is_labeled, load_labeled
 from ssl_derm.data.splits import make_splits, write_splits
 from ssl_derm.engine import run_dir
 from ssl_derm.errors import UserError
-
-
-def _is_labeled(path: Path) -> bool:
-    return (
-        (path.is_dir() and (path / HAM_METADATA).is_file())
-        or path.suffix.lower() == ".csv"
-        or (path.is_dir() and any(p.is_dir() for p in path.iterdir()) and not any(p.is_file() for p in path.iterdir()))
-    )
 
 
 def find_unreadable(source: ImageSource, progress: bool = True) -> list[tuple[str, str]]:
@@ -47,7 +39,7 @@ def inspect_command(path: str | None, as_json: bool) -> int:
     p = Path(path) if path else sample_dir()
     if not p.exists():
         raise UserError(f"data source not found: {p}")
-    if _is_labeled(p):
+    if is_labeled(p):
         table = load_labeled(p)
         counts = table["label"].value_counts().sort_index()
         report = {
