@@ -84,13 +84,31 @@ def check_disjoint(table: pd.DataFrame) -> None:
         raise UserError(f"group(s) {leaked[:3]} appear in more than one split; splits must be group-disjoint")
 
 
+MIN_IMAGES_PER_CLASS = 2  # a label fraction keeps at least this many training images of every class
+
+
 def label_fraction(table: pd.DataFrame, fraction: float, seed: int = 0) -> pd.DataFrame:
-    """A stratified, group-aware ``fraction`` of the training split (val/test untouched)."""
+    """A stratified, group-aware ``fraction`` of the training split (val/test untouched).
+
+    Every class keeps at least ``MIN_IMAGES_PER_CLASS`` training images (as many as it has,
+    if fewer): where the stratified draw leaves a class short, as at small fractions of a rare
+    class, more of its lesions are added, in the same seeded order, until it has them. A class
+    that already has them is not touched, so larger fractions draw exactly as before."""
     if fraction >= 1:
         return table
     train = table[table["split"] == "train"]
-    keep = _deal(_group_class(train), [fraction, 1 - fraction], np.random.default_rng(seed + 7919))
+    groups = _group_class(train)
+    keep = _deal(groups, [fraction, 1 - fraction], np.random.default_rng(seed + 7919))
     drop = {g for g, b in keep.items() if b == 1}
+    order = np.random.default_rng(seed + 104729).permutation(len(groups))
+    for _, cls in groups.iloc[order].groupby("label", sort=True):
+        have = int(cls.loc[[g for g in cls.index if g not in drop], "size"].sum())
+        for g in cls.index:
+            if have >= MIN_IMAGES_PER_CLASS:
+                break
+            if g in drop:
+                drop.discard(g)
+                have += int(cls.loc[g, "size"])
     return table[~((table["split"] == "train") & table["group"].isin(drop))].reset_index(drop=True)
 
 
