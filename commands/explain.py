@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import json
 import math
-import re
 import sys
 from pathlib import Path
 
@@ -45,6 +44,7 @@ from ssl_derm.data import ImagePipeline
 from ssl_derm.data.sources import is_labeled, sample_dir
 from ssl_derm.engine import default_device, run_dir
 from ssl_derm.errors import UserError
+from ssl_derm.files import safe_name
 from ssl_derm.finetune.classifier import predict_proba
 
 GRID_MAX = 64  # tiles per class grid (and TensorBoard images per class)
@@ -56,12 +56,6 @@ MASK_SUFFIX = "_segmentation.png"
 
 
 # ---------------------------------------------------------------- helpers
-
-
-def safe_name(text: str, limit: int = 80) -> str:
-    """``text`` reduced to [A-Za-z0-9_.-] (no separator, never ``.`` or ``..``)."""
-    name = re.sub(r"[^A-Za-z0-9_.-]", "_", text)[:limit].strip(".")
-    return name or "_"
 
 
 def order_worst_first(probs: np.ndarray, true_idx: np.ndarray) -> np.ndarray:

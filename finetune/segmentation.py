@@ -22,7 +22,6 @@ both empty scores Dice = Jaccard = 1 (``finetune.metrics.scores_from_counts``).
 from __future__ import annotations
 
 import json
-import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,6 +44,7 @@ from ssl_derm.engine import (
     step_generator,
 )
 from ssl_derm.errors import UserError
+from ssl_derm.files import safe_name
 from ssl_derm.finetune.classifier import EncoderFinetuneModule, dihedral, record_epoch
 from ssl_derm.finetune.metrics import SEGMENTATION_METRICS, mask_counts, scores_from_counts, segmentation_metrics
 from ssl_derm.finetune.run import (
@@ -431,7 +431,7 @@ def run_segmentation(
 def safe_stem(text: str, taken: set[str], limit: int = 80) -> str:
     """A file name stem from ``text`` (an image's name): [A-Za-z0-9_.-] only, never ``.``
     or ``..``, made unique among ``taken`` (which it joins)."""
-    stem = re.sub(r"[^A-Za-z0-9_.-]", "_", Path(text).stem)[:limit].strip(".") or "_"
+    stem = safe_name(Path(text).stem, limit)
     name, k = stem, 2
     while name in taken:
         name, k = f"{stem}-{k}", k + 1

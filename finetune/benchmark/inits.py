@@ -4,12 +4,12 @@ segmentation the ``PATH:encoder`` / ``PATH:decoder`` variants of a checkpoint wi
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 
 from ssl_derm.checkpoint import init_name
 from ssl_derm.config import BenchmarkConfig
 from ssl_derm.errors import UserError
+from ssl_derm.files import safe_name
 
 VARIANTS = {":encoder": False, ":decoder": True}
 
@@ -57,7 +57,8 @@ def init_names(inits: tuple[str, ...], name_of=init_name) -> list[str]:
 
 
 def slug(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.+-]", "_", name)
+    """An init's folder name under ``runs/`` (``+`` kept: ``imagenet+simclr``)."""
+    return safe_name(name, limit=None, extra="+", strip_dots=False)
 
 
 def recorded_init_name(init: str, runs: Path) -> str:
