@@ -8,18 +8,16 @@ import dataclasses
 import math
 from pathlib import Path
 
-import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
 
 from ssl_derm.checkpoint import init_seen
-from ssl_derm.config import FinetuneConfig, check_resume_settings, save_yaml
+from ssl_derm.config import FinetuneConfig
 from ssl_derm.data import label_fraction, write_splits
 from ssl_derm.data.identity import ContentIds
 from ssl_derm.data.labeled import LabeledData, labeled_from_config
 from ssl_derm.data.leaks import check_split_by_content, check_unseen
-from ssl_derm.encoders import resolve_encoder_settings
-from ssl_derm.engine import make_trainer, resume_path, run_dir
+from ssl_derm.engine import make_trainer, open_run, resume_path
 
 
 def table_sha1(table) -> str:
@@ -82,12 +80,7 @@ def start_run(
     labelled data cut to ``label_fraction`` and written (``write_table``), checked for the target
     (``check_data``), for copies across splits, and against every image the ``--init``
     checkpoint has seen. Returns the resolved config, the folder, the data and that record."""
-    cfg = resolve_encoder_settings(cfg)
-    out = run_dir(cfg.out, "finetune", overwrite, resume)
-    if resume:
-        check_resume_settings(cfg, out / "config.yaml")
-    save_yaml(cfg, out / "config.yaml")
-    pl.seed_everything(cfg.seed, workers=True, verbose=False)
+    cfg, out = open_run(cfg, "finetune", overwrite, resume)
     if lab is None:
         lab = labeled_from_config(cfg)
     lab = LabeledData(label_fraction(lab.table, cfg.label_fraction, cfg.seed), lab.bank, lab.classes)

@@ -6,18 +6,17 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import Callback
 
 from ssl_derm.checkpoint import init_name, init_seen, save_checkpoint
-from ssl_derm.config import PretrainConfig, check_resume_settings, save_yaml, to_dict
+from ssl_derm.config import PretrainConfig, to_dict
 from ssl_derm.data import BankDataset, ImageBank, decode_source, make_loader, open_unlabeled, write_splits
 from ssl_derm.data.identity import ContentIds
 from ssl_derm.data.labeled import labeled_from_config
 from ssl_derm.data.leaks import check_split_by_content, check_unseen_ids, drop_copies, heldout_ids, write_duplicates
-from ssl_derm.encoders import build_encoder, encoder_spec, resolve_encoder_settings
-from ssl_derm.engine import make_trainer, pin_memory, resume_path, run_dir
+from ssl_derm.encoders import build_encoder, encoder_spec
+from ssl_derm.engine import make_trainer, open_run, pin_memory, resume_path
 from ssl_derm.errors import UserError
 from ssl_derm.pretext import build_task
 from ssl_derm.pretext.knn import knn_data
@@ -114,12 +113,7 @@ class PortableCheckpoint(Callback):
 
 
 def run_pretrain(cfg: PretrainConfig, overwrite: bool = False, resume: bool = False) -> Path:
-    cfg = resolve_encoder_settings(cfg)
-    out = run_dir(cfg.out, "pretrain", overwrite, resume)
-    if resume:
-        check_resume_settings(cfg, out / "config.yaml")
-    save_yaml(cfg, out / "config.yaml")
-    pl.seed_everything(cfg.seed, workers=True, verbose=False)
+    cfg, out = open_run(cfg, "pretrain", overwrite, resume)
     inherited = init_seen(cfg.init)
     bank, pool_idx, knn, pool_ids, held = build_pool(cfg, out)
     if held is not None:

@@ -161,6 +161,22 @@ def _clear(path: Path) -> None:
             child.unlink()
 
 
+def open_run(cfg, command: str, overwrite: bool, resume: bool):
+    """What every training run does first: the encoder's settings resolved, the run folder
+    (``run_dir``) with the settings in ``config.yaml`` (a resume must keep the data settings it
+    started with), and the seed. Returns the resolved settings and the folder."""
+    from ssl_derm.config import check_resume_settings, save_yaml
+    from ssl_derm.encoders import resolve_encoder_settings
+
+    cfg = resolve_encoder_settings(cfg)
+    out = run_dir(cfg.out, command, overwrite, resume)
+    if resume:
+        check_resume_settings(cfg, out / "config.yaml")
+    save_yaml(cfg, out / "config.yaml")
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)
+    return cfg, out
+
+
 def resume_path(out: Path, resume: bool) -> str | None:
     if not resume:
         return None

@@ -3,30 +3,15 @@
 from __future__ import annotations
 
 import io
-import os
 import zipfile
 from pathlib import Path
 
 import pytest
 import torch
 
-from ssl_derm.data import FileList, ImageBank, decode_source, load_labeled, sample_dir, sample_unlabeled
+from ssl_derm.data import FileList, ImageBank, decode_source, sample_unlabeled
 
 SIZE = 64
-
-
-@pytest.fixture(scope="session", autouse=True)
-def _isolated_cache(tmp_path_factory):
-    """Every test decodes into a throw-away cache, never the user's."""
-    cache = tmp_path_factory.mktemp("decode-cache")
-    os.environ["SSL_DERM_CACHE"] = str(cache)
-    torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
-    yield cache
-
-
-@pytest.fixture(scope="session")
-def sample_table():
-    return load_labeled(sample_dir())
 
 
 @pytest.fixture(scope="session")

@@ -4,11 +4,9 @@ imported as modules, and the bundled real HAM10000 sample."""
 from __future__ import annotations
 
 import importlib.util
-import os
 from pathlib import Path
 
 import pytest
-import torch
 
 TOOLS = Path(__file__).resolve().parents[1] / "tools"
 
@@ -25,19 +23,3 @@ def load_tool(name: str):
 def tool_module():
     """``load_tool``, for tests that import a tool by name."""
     return load_tool
-
-
-@pytest.fixture(scope="session", autouse=True)
-def _isolated_cache(tmp_path_factory):
-    """Every test decodes into a throw-away cache, never the user's."""
-    cache = tmp_path_factory.mktemp("decode-cache")
-    os.environ["SSL_DERM_CACHE"] = str(cache)
-    torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
-    yield cache
-
-
-@pytest.fixture(scope="session")
-def sample_table():
-    from ssl_derm.data import load_labeled, sample_dir
-
-    return load_labeled(sample_dir())
