@@ -1,0 +1,66 @@
+"""CONTRIBUTING.md's worked example of a pretext task is real: its module and its test module,
+taken from the page as they are written there, pass the shared ``TaskTest`` and the example's
+own test. They run in a child process with the example module beside the package's own (the
+registry and imports see it there), so this session's registry never holds it."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _blocks(page: Path) -> dict[str, str]:
+    """The page's python code blocks, by the path their first line names (``# path``)."""
+    out = {}
+    for block in re.findall(r"```python\n(.*?)```", page.read_text(), flags=re.S):
+        first = block.splitlines()[0]
+        if first.startswith("# ") and first.endswith(".py"):
+            out[first[2:].strip()] = block
+    return out
+
+
+def test_the_pretext_task_example_passes_its_tests(tmp_path):
+    blocks = _blocks(ROOT / "CONTRIBUTING.md")
+    module, test = blocks["pretext/denoise.py"], blocks["tests/pretext/test_denoise.py"]
+    (tmp_path / "denoise.py").write_text(module)
+    (tmp_path / "test_denoise.py").write_text(test)
+    (tmp_path / "conftest.py").write_text(
+        textwrap.dedent(
+            f"""
+            import importlib.util, sys
+            sys.path.insert(0, {str(ROOT)!r})
+            from tests.conftest import sample_images  # noqa: F401
+            spec = importlib.util.spec_from_file_location("root_conftest", {str(ROOT / "conftest.py")!r})
+            root = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(root)
+            _isolated_cache, sample_table = root._isolated_cache, root.sample_table
+            """
+        )
+    )
+    runner = textwrap.dedent(
+        f"""
+        import shutil, sys
+        from pathlib import Path
+        import pytest
+        import ssl_derm.pretext as pretext
+        from ssl_derm.pretext import registry
+        here = Path({str(tmp_path)!r})
+        pkg = here / "pretext"
+        pkg.mkdir()
+        for f in registry._HERE.glob("*.py"):  # the registry reads the package's source
+            shutil.copy(f, pkg / f.name)
+        shutil.copy(here / "denoise.py", pkg / "denoise.py")
+        registry._HERE = pkg
+        registry._scan.cache_clear()
+        pretext.__path__.append(str(pkg))  # ssl_derm.pretext.denoise is found there
+        sys.exit(pytest.main([str(here / "test_denoise.py"), "-q", "-p", "no:cacheprovider", "--rootdir", str(here)]))
+        """
+    )
+    done = subprocess.run([sys.executable, "-c", runner], capture_output=True, text=True, cwd=tmp_path, timeout=900)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert re.search(r"\b(\d+) passed\b", done.stdout) and "failed" not in done.stdout
