@@ -473,13 +473,15 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-_NOT_SETTINGS = {"command", "config", "set", "overwrite", "resume", "json", "path", "data_command", "report_only"}
-
-
 def _settings(args: argparse.Namespace, cls: type):
+    """The command's settings: ``cls``'s defaults, then ``--config``, then every flag that names a
+    field of ``cls`` (the others, such as --overwrite, steer the command), then ``--set``."""
+    from dataclasses import fields
+
     from ssl_derm.config import build_config, load_yaml, parse_set
 
-    flags = {k: v for k, v in vars(args).items() if v is not None and k not in _NOT_SETTINGS}
+    names = {f.name for f in fields(cls)}
+    flags = {k: v for k, v in vars(args).items() if v is not None and k in names}
     if "unlabeled" in flags:
         flags["unlabeled"] = tuple(flags["unlabeled"])
     base = load_yaml(args.config) if args.config else {}

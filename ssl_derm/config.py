@@ -17,33 +17,56 @@ import yaml
 from ssl_derm.errors import UserError
 
 
+def setting(default: Any = None, *, data: bool = False, in_key: bool = True, default_factory=None) -> Any:
+    """A settings field with its role declared on it, once:
+
+    - ``data``: it decides which images a run trains on, so a resumed run must keep it (the
+      weights in ``last.ckpt`` saw the old images; ``check_resume_settings``);
+    - ``in_key=False``: it says where a run lives or how it reports, not what it trains, so the
+      benchmark's ``run_key`` leaves it out and a finished run is not redone for it."""
+    meta = {"data": data, "in_key": in_key}
+    if default_factory is not None:
+        return field(default_factory=default_factory, metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+def data_settings(cfg: Any) -> list[str]:
+    """The settings of ``cfg`` (an instance or class) that a resumed run must keep."""
+    return [f.name for f in fields(cfg) if f.metadata.get("data")]
+
+
+def key_settings(cfg: Any) -> list[str]:
+    """The settings of ``cfg`` that change what a run trains (its ``run_key``)."""
+    return [f.name for f in fields(cfg) if f.metadata.get("in_key", True)]
+
+
 @dataclass(frozen=True)
 class EngineConfig:
     """Settings shared by every training command (the Lightning engine)."""
 
-    out: str | None = None
-    data: str | None = None
+    out: str | None = setting(None, in_key=False)
+    data: str | None = setting(None, data=True, in_key=False)
     encoder: str | None = None
-    image_size: int | None = None
-    resize: str = "crop"  # crop: short side to image_size, centre square; squash: whole frame (old)
+    image_size: int | None = setting(None, data=True)
+    resize: str = setting("crop", data=True)  # crop: short side to image_size, centre square; squash: whole frame
     batch_size: int = 64
     epochs: int = 10
     max_steps: int = -1
     lr: float = 1e-3
     weight_decay: float = 1e-4
     warmup_epochs: float = 1.0
-    seed: int = 0
-    split_fractions: tuple[float, float, float] = (0.7, 0.15, 0.15)
+    seed: int = setting(0, data=True)
+    split_fractions: tuple[float, float, float] = setting((0.7, 0.15, 0.15), data=True)
     augment: bool = True
     accelerator: str = "auto"
     devices: str = "auto"
     num_nodes: int = 1
     strategy: str = "auto"
     precision: str = "32-true"
-    cache_dir: str | None = None
+    cache_dir: str | None = setting(None, in_key=False)
     strict: bool = False
-    log_every_n_steps: int = 10
-    progress: bool = True
+    log_every_n_steps: int = setting(10, in_key=False)
+    progress: bool = setting(True, in_key=False)
 
     def __post_init__(self) -> None:
         _check_positive(self, "batch_size", "epochs", "num_nodes", "log_every_n_steps")
@@ -71,9 +94,10 @@ class PretrainConfig(EngineConfig):
     """``ssl-derm pretrain``: a pretext task on the unlabelled pool."""
 
     task: str = "context_restore"
-    init: str = "random"
-    unlabeled: tuple[str, ...] = ()
-    splits: str | None = None  # a splits.csv: the pool takes its train rows, fine-tuning can reuse it
+    init: str = setting("random", data=True)
+    unlabeled: tuple[str, ...] = setting((), data=True)
+    # a splits.csv: the pool takes its train rows, fine-tuning can reuse it
+    splits: str | None = setting(None, data=True, in_key=False)
     holdout_fraction: float = 0.05
     log_images_every_n_steps: int = 100
     # kNN monitor on the labelled validation split
@@ -135,7 +159,7 @@ TARGETS = ("classification", "segmentation")
 class FinetuneConfig(EngineConfig):
     """``ssl-derm finetune``: a focal-loss classifier on a (pretrained) encoder."""
 
-    init: str = "imagenet"
+    init: str = setting("imagenet", data=True)
     epochs: int = 15
     lr: float = 1e-3
     encoder_lr: float = 3e-4
@@ -148,9 +172,9 @@ class FinetuneConfig(EngineConfig):
     dropout: float = 0.2
     patience: int = 5
     min_epochs: int = 0  # early stopping cannot end a run before this many epochs (stretched like patience)
-    label_fraction: float = 1.0
+    label_fraction: float = setting(1.0, data=True)
     min_steps: int = 0  # raise epochs so that at least this many steps run (small label fractions)
-    splits: str | None = None
+    splits: str | None = setting(None, data=True, in_key=False)
     freeze_blocks: int = 0  # the first N encoder stages (stem, blocks...) stay frozen the whole run
     mixup: float = 0.0  # mixup alpha: pairs of images mixed with Beta(alpha, alpha) weights; 0 = off
     cutmix: float = 0.0  # CutMix alpha; with mixup too, each batch gets one of them; 0 = off
@@ -158,12 +182,14 @@ class FinetuneConfig(EngineConfig):
     logit_adjust: float = 0.0  # post-hoc logit adjustment tau (Menon et al. 2021); 0 = off
     two_stage: bool = False  # first two_stage_class vs the rest, then the other classes among the rest
     two_stage_class: str = "nv"
-    score_test: bool = True  # false: validation only (the benchmark's recipe selection scores test later, once)
+    # false: validation only (the benchmark's recipe selection scores test later, once)
+    score_test: bool = setting(True, in_key=False)
     # segmentation: a U-Net (encoder from init; decoder too from a context-restoration checkpoint
     # when init_decoder) trained on lesion masks with Dice + BCE; selected on validation Dice
-    target: str = "classification"  # classification or segmentation
+    target: str = setting("classification", data=True)  # classification or segmentation
     init_decoder: bool = True  # segmentation: start the decoder from the init's U-Net decoder when it has one
-    skip_missing_masks: bool = False  # segmentation: leave out (and count) images without a readable mask
+    # segmentation: leave out (and count) images without a readable mask
+    skip_missing_masks: bool = setting(False, data=True)
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -386,29 +412,12 @@ def to_dict(cfg: Any) -> dict[str, Any]:
     return out
 
 
-# Settings that decide which images a run trains on: a resumed run must keep them, or the
-# weights in last.ckpt (which saw the old images) would be recorded with the new ones.
-DATA_SETTINGS = (
-    "data",
-    "splits",
-    "seed",
-    "split_fractions",
-    "unlabeled",
-    "init",
-    "label_fraction",
-    "image_size",
-    "resize",
-    "target",
-    "skip_missing_masks",
-)
-
-
 def check_resume_settings(cfg: Any, path: Path) -> None:
     """Refuse ``--resume`` with other data settings than the run's saved ``config.yaml``."""
     if not path.is_file():
         return
     saved, now = load_yaml(path), to_dict(cfg)
-    changed = [k for k in DATA_SETTINGS if k in saved and k in now and saved[k] != now[k]]
+    changed = [k for k in data_settings(cfg) if k in saved and k in now and saved[k] != now[k]]
     if changed:
         diffs = ", ".join(f"{k}: {saved[k]!r} -> {now[k]!r}" for k in changed)
         raise UserError(
@@ -427,9 +436,12 @@ __all__ = [
     "FinetuneConfig",
     "PretrainConfig",
     "build_config",
+    "data_settings",
     "field",
+    "key_settings",
     "load_yaml",
     "parse_set",
     "save_yaml",
+    "setting",
     "to_dict",
 ]
