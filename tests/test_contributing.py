@@ -1,7 +1,7 @@
-"""CONTRIBUTING.md's worked example of a pretext task is real: its module and its test module,
-taken from the page as they are written there, pass the shared ``TaskTest`` and the example's
-own test. They run in a child process with the example module beside the package's own (the
-registry and imports see it there), so this session's registry never holds it."""
+"""CONTRIBUTING.md's worked examples are real: each module and its test module, taken from the
+page as they are written there, pass their tests (a pretext task: the shared ``TaskTest`` and
+its own; a command: its test through ``main``). They run in a child process with the example
+module beside the package's own, so this session's registry and command list never hold it."""
 
 from __future__ import annotations
 
@@ -64,3 +64,35 @@ def test_the_pretext_task_example_passes_its_tests(tmp_path):
     done = subprocess.run([sys.executable, "-c", runner], capture_output=True, text=True, cwd=tmp_path, timeout=900)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert re.search(r"\b(\d+) passed\b", done.stdout) and "failed" not in done.stdout
+
+
+def test_the_command_example_passes_its_test(tmp_path, ssl_ckpt):
+    blocks = _blocks(ROOT / "CONTRIBUTING.md")
+    module, test = blocks["ssl_derm/cli/checkpoint_info.py"], blocks["tests/commands/test_checkpoint_info.py"]
+    (tmp_path / "checkpoint_info.py").write_text(module)
+    (tmp_path / "test_checkpoint_info.py").write_text(test)
+    (tmp_path / "conftest.py").write_text(
+        textwrap.dedent(
+            f"""
+            import pytest
+
+            @pytest.fixture
+            def ssl_ckpt():  # the session's checkpoint, made by the parent test run
+                return {str(ssl_ckpt)!r}
+            """
+        )
+    )
+    runner = textwrap.dedent(
+        f"""
+        import importlib, sys
+        import pytest
+        import ssl_derm.cli as cli
+        cli.__path__.append({str(tmp_path)!r})  # ssl_derm.cli.checkpoint_info is found there
+        cli.COMMANDS = (*cli.COMMANDS, importlib.import_module("ssl_derm.cli.checkpoint_info"))
+        here = {str(tmp_path)!r}
+        sys.exit(pytest.main([here + "/test_checkpoint_info.py", "-q", "-p", "no:cacheprovider", "--rootdir", here]))
+        """
+    )
+    done = subprocess.run([sys.executable, "-c", runner], capture_output=True, text=True, cwd=tmp_path, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert re.search(r"\b1 passed\b", done.stdout)
