@@ -42,7 +42,8 @@ def rows_to_score(lab, ckpt: dict, split: str, splits: str | None, data) -> pd.D
     was trained with, recorded in ``model.ckpt`` (matched by content, not by file name).
 
     A source that holds no image of any split the model was trained with is an external set:
-    all of it is scored, with a note on stderr."""
+    for ``val`` and ``test`` all of it is scored, with a note on stderr (``train`` names the
+    model's own training images, which such a source lacks)."""
     if split == "all" or splits:
         rows = lab.rows(split)
     else:
@@ -50,7 +51,7 @@ def rows_to_score(lab, ckpt: dict, split: str, splits: str | None, data) -> pd.D
         sha1 = np.array(lab.bank.ids(lab.indices()).sha1)
         rows = lab.table[np.isin(sha1, list(recorded))]
         known = {s for part in ckpt["split_images"].values() for s in part["sha1"]}
-        if rows.empty and not np.isin(sha1, list(known)).any():
+        if rows.empty and split != "train" and not np.isin(sha1, list(known)).any():
             print(
                 f"ssl-derm: note: none of this model's train/val/test images are in {data or 'the bundled sample'}: "
                 f"an external set, scoring all {len(lab.table):,} of its images",
