@@ -1,5 +1,6 @@
-"""Files written whole or not at all: every checkpoint, cache entry and record of a run goes
-through ``atomic_write``, so a kill (or a copy taken mid-write) never finds half a file."""
+"""Files written whole or not at all: checkpoints (ssl-derm's and the trainer's), decode-cache
+entries and the benchmark's finished-run records go through ``atomic_write``, so a kill (or a
+copy taken mid-write) never finds half of one."""
 
 from __future__ import annotations
 
