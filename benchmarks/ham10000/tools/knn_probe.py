@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ssl_derm.checkpoint import init_name, init_seen, weights_fingerprint
+from ssl_derm.checkpoint import init_seen, weights_fingerprint
 from ssl_derm.data import ImagePipeline
 from ssl_derm.data.labeled import prepare_labeled
 from ssl_derm.data.leaks import check_unseen
@@ -36,7 +36,8 @@ from ssl_derm.pretext.knn import bootstrap_balanced_accuracy, frozen_probe, knn_
 
 
 def _cache_name(init: str) -> str:
-    """random, imagenet, or the run folder of a checkpoint (pretrain/<name>/ssl.ckpt)."""
+    """random, imagenet, or the run folder of a checkpoint (pretrain/<name>/ssl.ckpt): an encoder's
+    name in the tables, so two budgets of one task (imagenet+moco, imagenet+moco_80k) stay apart."""
     path = Path(init)
     return init if init in ("random", "imagenet") else (path.parent.name if path.suffix else path.name)
 
@@ -103,10 +104,10 @@ def main() -> None:
     names = []
     for init in args.inits:
         if cached[init] is not None:
-            name, mine = cached[init]["name"], {k: np.array(v) for k, v in cached[init]["predictions"].items()}
+            name, mine = _cache_name(init), {k: np.array(v) for k, v in cached[init]["predictions"].items()}
         else:
             encoder = build_encoder("efficientnet-lite0", init).to(device)
-            name, mine = init_name(init), {}
+            name, mine = _cache_name(init), {}
             for key, pred in frozen_probe(encoder, knn, pipeline, args.k, device).items():
                 mine[f"{key}_stored"] = pred
             adapt_batchnorm(encoder, train, pipeline, device=device)
