@@ -24,11 +24,22 @@ def _blocks(page: Path) -> dict[str, str]:
     return out
 
 
-def test_the_pretext_task_example_passes_its_tests(tmp_path):
+def _write_example(folder: Path, module: str, test: str) -> None:
+    """The page's module block and test block, as ``folder/<module's name>`` and ``folder/<test's>``."""
     blocks = _blocks(ROOT / "CONTRIBUTING.md")
-    module, test = blocks["pretext/denoise.py"], blocks["tests/pretext/test_denoise.py"]
-    (tmp_path / "denoise.py").write_text(module)
-    (tmp_path / "test_denoise.py").write_text(test)
+    for path in (module, test):
+        (folder / Path(path).name).write_text(blocks[path])
+
+
+def _run_child(folder: Path, runner: str, timeout: int) -> str:
+    """``runner`` (python source) in a child process; its pytest must pass. Returns its output."""
+    done = subprocess.run([sys.executable, "-c", runner], capture_output=True, text=True, cwd=folder, timeout=timeout)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return done.stdout
+
+
+def test_the_pretext_task_example_passes_its_tests(tmp_path):
+    _write_example(tmp_path, "pretext/denoise.py", "tests/pretext/test_denoise.py")
     (tmp_path / "conftest.py").write_text(
         textwrap.dedent(
             f"""
@@ -61,16 +72,12 @@ def test_the_pretext_task_example_passes_its_tests(tmp_path):
         sys.exit(pytest.main([str(here / "test_denoise.py"), "-q", "-p", "no:cacheprovider", "--rootdir", str(here)]))
         """
     )
-    done = subprocess.run([sys.executable, "-c", runner], capture_output=True, text=True, cwd=tmp_path, timeout=900)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    assert re.search(r"\b(\d+) passed\b", done.stdout) and "failed" not in done.stdout
+    out = _run_child(tmp_path, runner, timeout=900)
+    assert re.search(r"\b(\d+) passed\b", out) and "failed" not in out
 
 
 def test_the_command_example_passes_its_test(tmp_path, ssl_ckpt):
-    blocks = _blocks(ROOT / "CONTRIBUTING.md")
-    module, test = blocks["ssl_derm/cli/checkpoint_info.py"], blocks["tests/commands/test_checkpoint_info.py"]
-    (tmp_path / "checkpoint_info.py").write_text(module)
-    (tmp_path / "test_checkpoint_info.py").write_text(test)
+    _write_example(tmp_path, "ssl_derm/cli/checkpoint_info.py", "tests/commands/test_checkpoint_info.py")
     (tmp_path / "conftest.py").write_text(
         textwrap.dedent(
             f"""
@@ -93,6 +100,4 @@ def test_the_command_example_passes_its_test(tmp_path, ssl_ckpt):
         sys.exit(pytest.main([here + "/test_checkpoint_info.py", "-q", "-p", "no:cacheprovider", "--rootdir", here]))
         """
     )
-    done = subprocess.run([sys.executable, "-c", runner], capture_output=True, text=True, cwd=tmp_path, timeout=600)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    assert re.search(r"\b1 passed\b", done.stdout)
+    assert re.search(r"\b1 passed\b", _run_child(tmp_path, runner, timeout=600))
