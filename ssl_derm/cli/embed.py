@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ssl_derm.cli.flags import call_with, output_flags
+from ssl_derm.cli.flags import implemented_by, output_flags
 from ssl_derm.cli.predict import SOURCE_HELP
 
 
@@ -35,8 +35,4 @@ def add(sub) -> None:
     p.set_defaults(run=run)
 
 
-def run(args) -> int:
-    from ssl_derm.commands.embed import run_embed
-
-    call_with(run_embed, args)
-    return 0
+run = implemented_by("ssl_derm.commands.embed", "run_embed")

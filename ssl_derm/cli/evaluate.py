@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ssl_derm.cli.flags import call_with, output_flags, tta_flag
+from ssl_derm.cli.flags import implemented_by, output_flags, tta_flag
 
 
 def add(sub) -> None:
@@ -40,8 +40,4 @@ def add(sub) -> None:
     p.set_defaults(run=run)
 
 
-def run(args) -> int:
-    from ssl_derm.finetune.evaluate import run_evaluate
-
-    call_with(run_evaluate, args)
-    return 0
+run = implemented_by("ssl_derm.finetune.evaluate", "run_evaluate")

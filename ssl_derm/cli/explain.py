@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ssl_derm.cli.flags import call_with, output_flags
+from ssl_derm.cli.flags import implemented_by, output_flags
 from ssl_derm.cli.predict import SOURCE_HELP
 
 
@@ -45,8 +45,4 @@ def add(sub) -> None:
     p.set_defaults(run=run)
 
 
-def run(args) -> int:
-    from ssl_derm.commands.explain import run_explain
-
-    call_with(run_explain, args)
-    return 0
+run = implemented_by("ssl_derm.commands.explain", "run_explain")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ssl_derm.cli.flags import call_with
+from ssl_derm.cli.flags import implemented_by
 
 
 def add(sub) -> None:
@@ -28,8 +28,4 @@ def add(sub) -> None:
     p.set_defaults(run=run)
 
 
-def run(args) -> int:
-    from ssl_derm.commands.export import run_export
-
-    call_with(run_export, args)
-    return 0
+run = implemented_by("ssl_derm.commands.export", "run_export")

@@ -6,6 +6,7 @@ settings dataclasses, where they live."""
 from __future__ import annotations
 
 import argparse
+import importlib
 import inspect
 from dataclasses import fields
 from typing import Any
@@ -201,11 +202,24 @@ def call_with(func, args: argparse.Namespace, **fixed):
     return func(**kwargs)
 
 
+def implemented_by(module: str, function: str):
+    """A command's ``run``: import ``module`` only when the command runs (building the parser
+    imports no torch), then call its ``function`` with the command line's arguments
+    (``call_with``)."""
+
+    def run(args: argparse.Namespace) -> int:
+        call_with(getattr(importlib.import_module(module), function), args)
+        return 0
+
+    return run
+
+
 __all__ = [
     "call_with",
     "default",
     "engine_flags",
     "finetune_flags",
+    "implemented_by",
     "output_flags",
     "settings",
     "tta_flag",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ssl_derm.cli.flags import call_with, output_flags, tta_flag
+from ssl_derm.cli.flags import implemented_by, output_flags, tta_flag
 
 SOURCE_HELP = (
     "images: a folder, .zip, .tar[.gz], glob or .txt list, or a labelled source (HAM10000 folder, "
@@ -33,8 +33,4 @@ def add(sub) -> None:
     p.set_defaults(run=run)
 
 
-def run(args) -> int:
-    from ssl_derm.commands.predict import run_predict
-
-    call_with(run_predict, args)
-    return 0
+run = implemented_by("ssl_derm.commands.predict", "run_predict")
