@@ -146,7 +146,7 @@ def load_model(checkpoint: str, encoder: str | None = None, image_size: int | No
     resize = ckpt["config"].get("resize", "crop")
     size = image_size or ckpt["image_size"]
     if ckpt["task"] == "classifier":
-        from ssl_derm.finetune.evaluate import load_classifier
+        from ssl_derm.finetune.targets.classification import load_classifier
 
         model, _ = load_classifier(checkpoint)
         return LoadedModel(
@@ -167,3 +167,19 @@ def require_classifier(loaded: LoadedModel, command: str) -> None:
         raise UserError(
             f"{command} needs a fine-tuned classifier (model.ckpt from ssl-derm finetune); {loaded.name} is {what}"
         )
+
+
+def fine_tuned_target(loaded: LoadedModel, command: str):
+    """The fine-tuning target of a ``model.ckpt`` (``finetune/targets``); a one-line error
+    for anything else."""
+    from ssl_derm.finetune.targets import TARGETS
+
+    for target in TARGETS.values():
+        if loaded.ckpt is not None and loaded.ckpt["task"] == target.task:
+            return target
+    what = (
+        f"{loaded.name} weights, with no head"
+        if loaded.ckpt is None
+        else f"a {loaded.ckpt['task']} pretraining checkpoint (ssl.ckpt)"
+    )
+    raise UserError(f"{command} needs a fine-tuned model (model.ckpt from ssl-derm finetune); {loaded.name} is {what}")

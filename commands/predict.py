@@ -1,5 +1,6 @@
-"""``ssl-derm predict``: class probabilities of a fine-tuned model for new images, or with
-a segmentation ``model.ckpt`` their predicted lesion masks (``masks/<image>.png``).
+"""``ssl-derm predict``: a fine-tuned model's outputs for new images, as its target writes
+them (``finetune/targets``): a classifier's class probabilities, a segmenter's predicted
+lesion masks (``masks/<image>.png``).
 
 Every image of each SOURCE is decoded once into the cache (as in pretraining),
 then scored in batches under ``torch.inference_mode``; ``--tta`` averages the
@@ -15,10 +16,9 @@ import time
 
 import pandas as pd
 
-from ssl_derm.commands.common import load_model, open_images, require_classifier, write_skipped
+from ssl_derm.commands.common import fine_tuned_target, load_model, open_images, write_skipped
 from ssl_derm.data import ImagePipeline
 from ssl_derm.engine import default_device, run_dir
-from ssl_derm.finetune.classifier import predict_proba
 
 
 def run_predict(
@@ -32,32 +32,17 @@ def run_predict(
     progress: bool = True,
 ) -> pd.DataFrame:
     loaded = load_model(checkpoint)
-    if loaded.ckpt is not None and loaded.ckpt["task"] == "segmenter":
-        return predict_masks_of(loaded, data, out, tta, overwrite, cache_dir, batch_size, progress)
-    require_classifier(loaded, "predict")
+    target = fine_tuned_target(loaded, "predict")
+    model = loaded.classifier if loaded.classifier is not None else target.load(loaded.name, loaded.ckpt)[0]
     folder = run_dir(out, "predict", overwrite)
     images = open_images(data, loaded.image_size, cache_dir=cache_dir, progress=progress, resize=loaded.resize)
     start = time.perf_counter()
-    probs = predict_proba(
-        loaded.classifier,
-        images.images(),
-        ImagePipeline(loaded.normalization),
-        default_device(),
-        batch_size=batch_size,
-        tta=tta,
-        progress=progress,
+    outputs = target.predict(
+        model, images.images(), ImagePipeline(loaded.normalization), default_device(), batch_size, tta, progress
     )
     seconds = time.perf_counter() - start
-    classes = loaded.classes
-    table = pd.DataFrame({"image": images.names, "source": images.sources})
-    if images.labeled:
-        table["true_label"] = images.labels
-    table["predicted_label"] = [classes[i] for i in probs.argmax(1)]
-    table["probability"] = probs.max(1)
-    for i, c in enumerate(classes):
-        table[f"prob_{c}"] = probs[:, i]
-    predicted = {k: int(v) for k, v in table["predicted_label"].value_counts().items()}
-    _write(folder, table, images, checkpoint, tta, seconds, "predicted", "", predicted=predicted)
+    table, verb, also, extra = target.prediction_table(folder, images, outputs, loaded.ckpt)
+    _write(folder, table, images, loaded.name, tta, seconds, verb, also, **extra)
     return table
 
 
@@ -80,45 +65,3 @@ def _write(folder, table: pd.DataFrame, images, checkpoint, tta: bool, seconds: 
         f"{verb} {len(images):,} images{' with TTA' if tta else ''} at {summary['images_per_s']:,} images/s"
         f"{skipped}; wrote {folder / 'predictions.csv'}{also}"
     )
-
-
-def predict_masks_of(
-    loaded,
-    data: list[str] | None,
-    out: str | None,
-    tta: bool = False,
-    overwrite: bool = False,
-    cache_dir: str | None = None,
-    batch_size: int = 128,
-    progress: bool = True,
-) -> pd.DataFrame:
-    """A segmenter's lesion masks for every image of the sources: ``masks/<image>.png`` (0 skin,
-    255 lesion, probability > 0.5, at the model's working size: the square the model saw) and
-    ``predictions.csv`` (image, source, mask file, predicted lesion area share)."""
-    import numpy as np
-    from PIL import Image
-
-    from ssl_derm.finetune.segmentation import load_segmenter, predict_masks, safe_stem
-
-    model, ckpt = load_segmenter(loaded.name, loaded.ckpt)
-    folder = run_dir(out, "predict", overwrite)
-    images = open_images(data, loaded.image_size, cache_dir=cache_dir, progress=progress, resize=loaded.resize)
-    start = time.perf_counter()
-    probs = predict_masks(
-        model, images.images(), ImagePipeline(loaded.normalization), default_device(), batch_size, tta
-    )
-    seconds = time.perf_counter() - start
-    (folder / "masks").mkdir(exist_ok=True)
-    taken: set[str] = set()
-    files = []
-    for name, p in zip(images.names, probs):
-        stem = safe_stem(name, taken)
-        Image.fromarray(((p > 0.5) * 255).astype(np.uint8), mode="L").save(folder / "masks" / f"{stem}.png")
-        files.append(f"masks/{stem}.png")
-    table = pd.DataFrame({"image": images.names, "source": images.sources, "predicted_mask": files})
-    if images.labeled:
-        table["true_label"] = images.labels
-    table["lesion_area_pred"] = (probs > 0.5).mean(axis=(1, 2)) if len(probs) else []
-    also = f" and the masks in {folder / 'masks'}"
-    _write(folder, table, images, loaded.name, tta, seconds, "segmented", also, target="segmentation")
-    return table

@@ -1,40 +1,21 @@
-"""``ssl-derm evaluate``: metrics and per-image predictions of a ``model.ckpt`` (a
-classifier's, or a segmenter's: ``finetune/segmentation.py`` writes its predicted masks)."""
+"""``ssl-derm evaluate``: metrics and per-image predictions of a ``model.ckpt`` of any
+fine-tuning target (``finetune/targets``; a segmenter's writes its predicted masks)."""
 
 from __future__ import annotations
 
 import json
 import sys
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from ssl_derm.checkpoint import load_checkpoint
-from ssl_derm.data import ImagePipeline
 from ssl_derm.data.identity import ContentIds
 from ssl_derm.data.labeled import prepare_labeled
 from ssl_derm.data.leaks import check_unseen_ids
-from ssl_derm.encoders import build_encoder, load_strict
 from ssl_derm.engine import default_device, run_dir
 from ssl_derm.errors import UserError
-from ssl_derm.finetune.classifier import Classifier, predict_proba
-from ssl_derm.finetune.metrics import classification_metrics
-
-
-def load_classifier(path: str | Path, ckpt: dict | None = None) -> tuple[Classifier, dict]:
-    ckpt = ckpt if ckpt is not None else load_checkpoint(path)
-    if ckpt["task"] != "classifier" or "head_state_dict" not in ckpt:
-        raise UserError(f"{path}: a {ckpt['task']!r} checkpoint, not a fine-tuned classifier (model.ckpt)")
-    model = Classifier(
-        build_encoder(ckpt["encoder_name"], "random"),
-        len(ckpt["class_names"]),
-        ckpt.get("dropout", 0.0),
-        ckpt.get("two_stage_first"),
-    )
-    load_strict(model.encoder, ckpt["encoder_state_dict"], f"{path} (encoder)")
-    load_strict(model.head, ckpt["head_state_dict"], f"{path} (head)")
-    return model.eval(), ckpt
+from ssl_derm.finetune.targets import target_of
 
 
 def rows_to_score(lab, ckpt: dict, split: str, splits: str | None, data) -> pd.DataFrame:
@@ -100,15 +81,11 @@ def run_evaluate(
     skip_missing_masks: bool = False,
     progress: bool = True,
 ) -> dict:
+    """Score a fine-tuned model (any target) on ``split``: ``OUT/metrics.json`` and the
+    target's per-image predictions."""
     ckpt = load_checkpoint(checkpoint)
-    if ckpt["task"] == "segmenter":
-        from ssl_derm.finetune.segmentation import evaluate_segmentation
-
-        return evaluate_segmentation(
-            checkpoint, ckpt, data, out, split, splits, overwrite, cache_dir, tta, skip_missing_masks, progress
-        )
-    model, ckpt = load_classifier(checkpoint, ckpt)
-    classes = list(ckpt["class_names"])
+    target = target_of(ckpt, checkpoint)
+    model, ckpt = target.load(checkpoint, ckpt)
     cfg = ckpt["config"]
     lab = prepare_labeled(
         data,
@@ -117,32 +94,15 @@ def run_evaluate(
         seed=cfg.get("seed", 0),
         splits=splits,
         cache_dir=cache_dir,
-        classes=classes,
         resize=cfg.get("resize", "crop"),
         progress=progress,
+        **target.evaluation_data(ckpt, skip_missing_masks),
     )
     rows = unseen_rows_to_score(lab, ckpt, checkpoint, split, splits, data)
     folder = run_dir(out, "evaluate", overwrite)
-    pipeline = ImagePipeline(ckpt["normalization"])
-    device = default_device()
-    probs = predict_proba(model, lab.bank.gather(rows["row"].to_numpy()), pipeline, device, tta=tta)
-    targets = rows["label"].map({c: i for i, c in enumerate(classes)}).to_numpy()
-    metrics = classification_metrics(targets, probs, classes)
-    metrics.update({"split": split, "checkpoint": str(checkpoint), "tta": tta})
+    metrics, outputs = target.evaluate(model, ckpt, lab, rows, default_device(), tta)
+    tag = {"target": target.name} if target.tag_metrics else {}
+    metrics.update({**tag, "split": split, "checkpoint": str(checkpoint), "tta": tta})
     (folder / "metrics.json").write_text(json.dumps(metrics, indent=2))
-    pred = pd.DataFrame(
-        {
-            "image": rows["image"].to_numpy(),
-            "true_label": rows["label"].to_numpy(),
-            "predicted_label": [classes[i] for i in probs.argmax(1)],
-        }
-    )
-    for i, c in enumerate(classes):
-        pred[f"prob_{c}"] = probs[:, i]
-    pred.to_csv(folder / "predictions.csv", index=False)
-    print(
-        f"{split}: {metrics['n_images']} images, balanced accuracy {metrics['balanced_accuracy']:.3f}, "
-        f"macro F1 {metrics['macro_f1']:.3f}"
-    )
-    print(f"wrote {folder / 'metrics.json'} and {folder / 'predictions.csv'}")
+    print(target.write_evaluation(folder, rows, outputs, metrics, split, ckpt))
     return metrics

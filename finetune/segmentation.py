@@ -1,4 +1,5 @@
-"""Lesion segmentation: ``ssl-derm finetune --target segmentation``.
+"""The lesion-segmentation model of ``ssl-derm finetune --target segmentation`` (its run,
+evaluation and prediction files: ``finetune/targets/segmentation.py``).
 
 A U-Net (segmentation-models-pytorch) whose encoder comes from ``--init`` and,
 when the init carries a U-Net decoder (a context-restoration ``ssl.ckpt``, a
@@ -21,9 +22,6 @@ both empty scores Dice = Jaccard = 1 (``finetune.metrics.scores_from_counts``).
 
 from __future__ import annotations
 
-import json
-import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -31,33 +29,15 @@ import segmentation_models_pytorch as smp
 import torch
 from torch import nn
 
-from ssl_derm.checkpoint import FORMAT_VERSION, init_name, load_checkpoint, save_checkpoint
-from ssl_derm.config import FinetuneConfig, to_dict
-from ssl_derm.data import BankDataset, ImagePipeline, make_loader
-from ssl_derm.data.identity import ContentIds
-from ssl_derm.data.labeled import LabeledData, write_splits_with_masks
+from ssl_derm.checkpoint import load_checkpoint
+from ssl_derm.data import ImagePipeline
 from ssl_derm.encoders import build_encoder, encoder_spec, load_strict
-from ssl_derm.engine import (
-    default_device,
-    pin_memory,
-    run_dir,
-    step_generator,
-)
+from ssl_derm.engine import step_generator
 from ssl_derm.errors import UserError
 from ssl_derm.files import safe_name
 from ssl_derm.finetune.classifier import EncoderFinetuneModule, dihedral, record_epoch
-from ssl_derm.finetune.metrics import SEGMENTATION_METRICS, mask_counts, scores_from_counts, segmentation_metrics
-from ssl_derm.finetune.run import (
-    early_stopping_trainer,
-    fit_keep_best,
-    split_images,
-    start_run,
-    step_budget,
-    table_sha1,
-    training_record,
-)
+from ssl_derm.finetune.metrics import mask_counts, scores_from_counts, segmentation_metrics
 
-BEST = "val/dice"
 TASK = "segmenter"
 PREVIEW = 8  # images in the TensorBoard overlay grid
 
@@ -265,167 +245,7 @@ class SegmentationModule(EncoderFinetuneModule):
         self._preview = None
 
 
-def check_segmentation_data(lab: LabeledData) -> None:
-    if not lab.bank.has_masks:
-        raise UserError("target=segmentation needs lesion masks; the data were prepared without them")
-    for split, what in (("train", "training"), ("val", "validation"), ("test", "test")):
-        if len(lab.indices(split)) == 0:
-            raise UserError(
-                f"the {what} split holds no image with a lesion mask; give more images or other split_fractions"
-            )
-
-
-@dataclass
-class SegmentationRun:
-    cfg: FinetuneConfig
-    out: Path
-    lab: LabeledData
-    inherited: ContentIds
-    model: Segmenter
-    module: SegmentationModule
-    decoder_from: str | None
-    steps_per_epoch: int
-    batch: int
-
-
-def build_segmentation(
-    cfg: FinetuneConfig, overwrite: bool = False, resume: bool = False, lab: LabeledData | None = None
-) -> SegmentationRun:
-    """Run folder, data with masks (label fraction, leak checks), U-Net and LightningModule."""
-    cfg, out, lab, inherited = start_run(cfg, overwrite, resume, lab, write_splits_with_masks, check_segmentation_data)
-    model, decoder_from = build_segmenter(cfg.encoder, cfg.init, cfg.init_decoder)
-    if cfg.init_decoder and decoder_from is None and cfg.init not in ("random", "imagenet"):
-        print(f"ssl-derm: note: {cfg.init} has no U-Net decoder; the decoder starts at random", file=sys.stderr)
-    model = model.to(memory_format=torch.channels_last)
-    n_train = len(lab.indices("train"))
-    batch = min(cfg.batch_size, n_train)
-    steps = max(1, n_train // batch)
-    cfg = step_budget(cfg, steps)
-    module = SegmentationModule(model, cfg, encoder_spec(cfg.encoder).normalization, steps)
-    return SegmentationRun(cfg, out, lab, inherited, model, module, decoder_from, steps, batch)
-
-
-def fit_segmentation(run: SegmentationRun, resume: bool = False):
-    """Train with early stopping on validation Dice; the module ends with the best epoch's weights."""
-    cfg, lab = run.cfg, run.lab
-    trainer, best = early_stopping_trainer(cfg, run.out, run.steps_per_epoch, BEST)
-    pin = pin_memory(trainer)
-    n_train = len(lab.indices("train"))
-    train_loader = make_loader(
-        BankDataset(lab.bank, lab.indices("train"), masks=True),
-        run.batch,
-        shuffle=True,
-        seed=cfg.seed,
-        drop_last=n_train > run.batch,
-        pin_memory=pin,
-    )
-    val_loader = make_loader(
-        BankDataset(lab.bank, lab.indices("val"), masks=True), 64, shuffle=False, seed=cfg.seed, pin_memory=pin
-    )
-    decoder = f"decoder from {run.decoder_from}" if run.decoder_from else "decoder from scratch"
-    print(
-        f"fine-tuning a U-Net on {cfg.encoder} (init={cfg.init}, {decoder}) for lesion segmentation on "
-        f"{n_train:,} images @ {cfg.image_size}px -> {run.out}"
-    )
-    fit_keep_best(trainer, best, run.module, train_loader, val_loader, run.out, resume)
-    return trainer, best
-
-
-def run_name(init: str, decoder_from: str | None) -> str:
-    """The init's name (``init_name``), ``+decoder`` when the decoder came from it too."""
-    try:
-        name = init_name(init)
-    except UserError:
-        name = Path(init).stem
-    return f"{name}+decoder" if decoder_from else name
-
-
-def score_segmentation(model: nn.Module, lab: LabeledData, normalization: dict, device, rows=None) -> tuple:
-    """Metrics of ``model`` on the test split (or on table ``rows``) and the probabilities."""
-    rows = lab.rows("test") if rows is None else rows
-    idx = rows["row"].to_numpy()
-    probs = predict_masks(model, lab.bank.gather(idx), ImagePipeline(normalization), device)
-    masks = lab.bank.gather_masks(idx)[:, 0].numpy()
-    names = [Path(p).name for p in rows["image"]]
-    return segmentation_metrics(probs, masks, names), probs
-
-
-def export_segmentation(run: SegmentationRun, trainer, best) -> dict:
-    """Score the test split once; write metrics.json, test overlays and model.ckpt."""
-    cfg, lab = run.cfg, run.lab
-    model = run.module.export_model()
-    name = run_name(cfg.init, run.decoder_from)
-    normalization = encoder_spec(cfg.encoder).normalization
-    metrics: dict = {}
-    if cfg.score_test:
-        metrics, probs = score_segmentation(model, lab, normalization, trainer.strategy.root_device)
-        n = min(PREVIEW, len(probs))
-        idx = lab.indices("test")[:n]
-        log_overlays(
-            trainer.logger,
-            "test/overlays",
-            lab.bank.gather(idx).float() / 255,
-            lab.bank.gather_masks(idx),
-            torch.from_numpy(probs[:n])[:, None],
-            trainer.global_step,
-        )
-    metrics.update(
-        {
-            "target": "segmentation",
-            "split": "test" if cfg.score_test else "val only (test not scored)",
-            "init": cfg.init,
-            "init_name": name,
-            "decoder_init": run.decoder_from,
-            "label_fraction": cfg.label_fraction,
-            "seed": cfg.seed,
-            "splits_sha1": table_sha1(lab.table),
-            "format_version": FORMAT_VERSION,
-            "best_epoch_val_dice": float(best.best_model_score) if best.best_model_score is not None else None,
-            **training_record(trainer, run.module, cfg),
-        }
-    )
-    (run.out / "metrics.json").write_text(json.dumps(metrics, indent=2))
-    save_checkpoint(
-        run.out / "model.ckpt",
-        encoder_name=cfg.encoder,
-        encoder_state_dict=model.encoder.state_dict(),
-        image_size=cfg.image_size,
-        normalization=normalization,
-        task=TASK,
-        config=to_dict(cfg),
-        decoder_state_dict={k: v.detach().cpu().clone() for k, v in model.decoder.state_dict().items()},
-        segmentation_head_state_dict={
-            k: v.detach().cpu().clone() for k, v in model.segmentation_head.state_dict().items()
-        },
-        decoder_init=run.decoder_from,
-        init_chain=name,
-        seen_images=ContentIds.concat([run.inherited, lab.bank.ids(lab.indices("train"))]).to_state(),
-        split_images=split_images(lab),
-    )
-    if cfg.score_test:
-        print(
-            f"test: Dice {metrics['dice']:.3f}, Jaccard {metrics['jaccard']:.3f} (thresholded at 0.65: "
-            f"{metrics['jaccard_thresholded']:.3f}), pixel accuracy {metrics['pixel_accuracy']:.3f} "
-            f"({metrics['n_images']} images)"
-        )
-    else:
-        print(f"validation Dice {metrics['best_epoch_val_dice']:.3f} (test not scored)")
-    print(f"wrote {run.out / 'model.ckpt'} and {run.out / 'metrics.json'}")
-    return metrics
-
-
-def run_segmentation(
-    cfg: FinetuneConfig, overwrite: bool = False, resume: bool = False, lab: LabeledData | None = None
-) -> dict:
-    """Fine-tune a U-Net for lesion segmentation; return the test metrics (also in ``OUT/metrics.json``)."""
-    run = build_segmentation(cfg, overwrite, resume, lab)
-    trainer, best = fit_segmentation(run, resume)
-    if not trainer.is_global_zero:
-        return {}
-    return export_segmentation(run, trainer, best)
-
-
-# ---------------------------------------------------------------- evaluation
+# ---------------------------------------------------------------- output files
 
 
 def safe_stem(text: str, taken: set[str], limit: int = 80) -> str:
@@ -439,79 +259,12 @@ def safe_stem(text: str, taken: set[str], limit: int = 80) -> str:
     return name
 
 
-def evaluate_segmentation(
-    checkpoint: str,
-    ckpt: dict,
-    data: str | None,
-    out: str | None,
-    split: str = "test",
-    splits: str | None = None,
-    overwrite: bool = False,
-    cache_dir: str | None = None,
-    tta: bool = False,
-    skip_missing_masks: bool = False,
-    progress: bool = True,
-) -> dict:
-    """``evaluate`` for a segmenter: metrics.json (mean and per-image), predictions.csv and
-    the predicted masks as ``masks/<image>.png`` (0/255, at the model's working size)."""
-    from PIL import Image
-
-    from ssl_derm.data.labeled import prepare_labeled
-    from ssl_derm.finetune.evaluate import unseen_rows_to_score
-
-    model, ckpt = load_segmenter(checkpoint, ckpt)
-    cfg = ckpt["config"]
-    lab = prepare_labeled(
-        data,
-        ckpt["image_size"],
-        fractions=tuple(cfg.get("split_fractions", (0.7, 0.15, 0.15))),
-        seed=cfg.get("seed", 0),
-        splits=splits,
-        cache_dir=cache_dir,
-        resize=cfg.get("resize", "crop"),
-        masks=True,
-        skip_missing_masks=skip_missing_masks,
-        progress=progress,
-    )
-    rows = unseen_rows_to_score(lab, ckpt, checkpoint, split, splits, data)
-    folder = run_dir(out, "evaluate", overwrite)
-    device = default_device()
-    idx = rows["row"].to_numpy()
-    probs = predict_masks(model, lab.bank.gather(idx), ImagePipeline(ckpt["normalization"]), device, tta=tta)
-    truth = lab.bank.gather_masks(idx)[:, 0].numpy()
-    metrics = segmentation_metrics(probs, truth, [Path(p).name for p in rows["image"]])
-    metrics.update({"target": "segmentation", "split": split, "checkpoint": str(checkpoint), "tta": tta})
-    (folder / "metrics.json").write_text(json.dumps(metrics, indent=2))
-    mask_dir = folder / "masks"
-    mask_dir.mkdir(exist_ok=True)
-    taken: set[str] = set()
-    files = []
-    for image, p in zip(rows["image"], probs):
-        stem = safe_stem(Path(image).name, taken)
-        Image.fromarray(((p > 0.5) * 255).astype(np.uint8), mode="L").save(mask_dir / f"{stem}.png")
-        files.append(f"masks/{stem}.png")
-    import pandas as pd
-
-    table = pd.DataFrame({"image": rows["image"].to_numpy(), "predicted_mask": files})
-    for key in [*SEGMENTATION_METRICS, "lesion_area_true", "lesion_area_pred"]:
-        table[key] = [m[key] for m in metrics["per_image"]]
-    table.to_csv(folder / "predictions.csv", index=False)
-    print(
-        f"{split}: {metrics['n_images']} images, Dice {metrics['dice']:.3f}, Jaccard {metrics['jaccard']:.3f} "
-        f"(thresholded {metrics['jaccard_thresholded']:.3f}), pixel accuracy {metrics['pixel_accuracy']:.3f}"
-    )
-    print(f"wrote {folder / 'metrics.json'}, predictions.csv and {len(files)} predicted masks in {mask_dir}")
-    return metrics
-
-
 __all__ = [
     "Segmenter",
     "SegmentationModule",
     "build_segmenter",
-    "evaluate_segmentation",
     "has_decoder",
     "load_segmenter",
     "predict_masks",
-    "run_segmentation",
     "segmentation_metrics",
 ]

@@ -152,7 +152,9 @@ def settings_from_section(cls: type, values: Any) -> Any:
     return cls(**kwargs)
 
 
-TARGETS = ("classification", "segmentation")
+# The fine-tuning targets: each --target name and the module:class of ssl_derm.finetune.targets
+# that implements it (read here without importing torch, so the CLI can list them).
+TARGETS = {"classification": "classification:Classification", "segmentation": "segmentation:Segmentation"}
 
 
 @dataclass(frozen=True)

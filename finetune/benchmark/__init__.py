@@ -11,14 +11,15 @@ transfers its encoder only and is named after it (``context_restore``),
 ``PATH:decoder`` the decoder too (``context_restore+decoder``); a plain
 ``PATH`` follows ``init_decoder``.
 
-One module per job: ``inits`` (naming the inits), ``kinds`` (what each target
-reports), ``runs`` (one run, cached by its key, budget doubling), ``select``
+What a target reports (its columns, titles, per-image scores and inits) its
+``Target`` says (``finetune/targets``). One module per job: ``inits`` (naming the
+inits on disk), ``runs`` (one run, cached by its key, budget doubling), ``select``
 (recipe selection on validation), ``regenerate`` (outputs older runs lack),
 ``compare`` (paired comparisons and intervals), ``reports`` (the tables and
 Markdown) and ``loop`` (the job loop and ``--report-only``).
 """
 
-from ssl_derm.finetune.benchmark.kinds import BASELINES
+from ssl_derm.finetune.benchmark.compare import BASELINES
 from ssl_derm.finetune.benchmark.loop import report_benchmark, run_benchmark
 from ssl_derm.finetune.benchmark.runs import kept_last_epoch
 

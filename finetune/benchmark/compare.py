@@ -4,7 +4,6 @@ lesion); the bootstrap is ``ssl_derm.stats``'."""
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
@@ -12,36 +11,28 @@ import numpy as np
 import pandas as pd
 
 from ssl_derm.errors import UserError
-from ssl_derm.finetune.benchmark.kinds import BASELINES, KINDS, Kind
 from ssl_derm.finetune.benchmark.regenerate import CAM_FILE
-from ssl_derm.finetune.train import PREDICTIONS, PREDICTIONS_TTA
+from ssl_derm.finetune.targets import TARGETS, Target
+from ssl_derm.finetune.targets.classification import PREDICTIONS, PREDICTIONS_TTA
 from ssl_derm.stats import balanced_accuracy_draws, bootstrap_interval, paired_bootstrap
+
+BASELINES = ("imagenet", "random")  # every other init is compared with each of these, paired
 
 
 def per_image_scores(
-    run: Path, kind: Kind, predictions: str = PREDICTIONS
+    run: Path, target: Target, predictions: str = PREDICTIONS
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None] | None:
-    """``(images, scores, labels)`` of a run's test split, sorted by image: hits and class
-    indices for classification (``predictions``: ``test_predictions.csv``, or the TTA file),
-    Dice and None for segmentation (``metrics.json``'s ``per_image``). None when the run did
-    not keep them."""
-    if kind is KINDS["classification"]:
+    """``(images, scores, labels)`` of a run's test split, sorted by image, as its target keeps
+    them (``Target.per_image_scores``; for a classifier ``predictions`` names the file:
+    ``test_predictions.csv``, the TTA file, or the Grad-CAM file). None when the run did not
+    keep them."""
+    if predictions == CAM_FILE:  # Grad-CAM mass inside the lesion; NaN where there is no mask
         path = run / predictions
         if not path.is_file():
             return None
         table = pd.read_csv(path).sort_values("image", kind="stable")
-        if predictions == CAM_FILE:  # Grad-CAM mass inside the lesion; NaN where there is no mask
-            return table["image"].to_numpy(), cam_scores(table), None
-        classes = [c for c in table.columns if c not in ("image", "label")]
-        lookup = {c: i for i, c in enumerate(classes)}
-        labels = table["label"].map(lookup).to_numpy()
-        hits = (table[classes].to_numpy().argmax(1) == labels).astype(float)
-        return table["image"].to_numpy(), hits, labels
-    m = json.loads((run / "metrics.json").read_text())
-    per = sorted(m.get("per_image") or [], key=lambda r: r["image"])
-    if not per:
-        return None
-    return np.array([r["image"] for r in per]), np.array([r[kind.plot_metric] for r in per]), None
+        return table["image"].to_numpy(), cam_scores(table), None
+    return target.per_image_scores(run, predictions)
 
 
 def lesions_of(run: Path, images: np.ndarray) -> np.ndarray | None:
@@ -63,15 +54,15 @@ def lesions_of(run: Path, images: np.ndarray) -> np.ndarray | None:
     return np.array(found)
 
 
-def aligned_scores(pairs: list[tuple[tuple[Path, str], tuple[Path, str]]], kind: Kind, what: str) -> tuple:
+def aligned_scores(pairs: list[tuple[tuple[Path, str], tuple[Path, str]]], target: Target, what: str) -> tuple:
     """Per-image scores of each ``((run, predictions file), (run, predictions file))`` pair,
     as two lists of rows over the same test images, their class labels and their lesions
     (``lesions_of``). Pairs where a side kept no scores are left out; test images that differ
     are an error naming ``what``."""
     a, b, labels, images, lesions = [], [], None, None, None
     for (run_a, file_a), (run_b, file_b) in pairs:
-        x = per_image_scores(run_a, kind, file_a)
-        y = x if (run_b, file_b) == (run_a, file_a) else per_image_scores(run_b, kind, file_b)
+        x = per_image_scores(run_a, target, file_a)
+        y = x if (run_b, file_b) == (run_a, file_a) else per_image_scores(run_b, target, file_b)
         if x is None or y is None:
             continue
         if images is None:
@@ -93,7 +84,7 @@ def runs_by_group(rows: list[dict], file: str | None = None) -> dict[tuple, dict
     return runs
 
 
-def against_baselines(runs: dict[tuple, dict[int, Path]], group: tuple, bases, file: str, kind: Kind):
+def against_baselines(runs: dict[tuple, dict[int, Path]], group: tuple, bases, file: str, target: Target):
     """``(baseline, a, b, labels, lesions)`` for each of ``bases`` that ran the label fraction
     and fold of ``group`` (init, fraction, fold): the per-image scores in ``file`` of the seeds
     both kept, stacked ``[S, N]`` (``aligned_scores``)."""
@@ -104,12 +95,12 @@ def against_baselines(runs: dict[tuple, dict[int, Path]], group: tuple, bases, f
         if base == init or theirs is None:
             continue
         pairs = [((mine[s], file), (theirs[s], file)) for s in sorted(set(mine) & set(theirs))]
-        a, b, labels, lesions = aligned_scores(pairs, kind, f"the runs of {init} and {base}")
+        a, b, labels, lesions = aligned_scores(pairs, target, f"the runs of {init} and {base}")
         if a:
             yield base, np.stack(a), np.stack(b), labels, lesions
 
 
-def paired_comparisons(rows: list[dict], kind: Kind) -> pd.DataFrame:
+def paired_comparisons(rows: list[dict], target: Target) -> pd.DataFrame:
     """Each init against each baseline of ``BASELINES`` in the benchmark (and ``X+decoder``
     against ``X``, its encoder alone), per label fraction and fold: the mean difference of the
     test score (balanced accuracy; Dice for segmentation) over the seeds both ran, with a 95%
@@ -121,7 +112,7 @@ def paired_comparisons(rows: list[dict], kind: Kind) -> pd.DataFrame:
         # a restored decoder is also judged against the same encoder alone
         decoder_of = [init.removesuffix("+decoder")] if init.endswith("+decoder") else []
         for base, a, b, labels, lesions in against_baselines(
-            runs, (init, frac, fold), (*BASELINES, *decoder_of), PREDICTIONS, kind
+            runs, (init, frac, fold), (*BASELINES, *decoder_of), PREDICTIONS, target
         ):
             result = paired_bootstrap(a, b, labels, groups=lesions)
             out.append({"init": init, "baseline": base, "label_fraction": frac, "fold": fold, **result})
@@ -129,7 +120,7 @@ def paired_comparisons(rows: list[dict], kind: Kind) -> pd.DataFrame:
     return pd.DataFrame(out, columns=[*columns, "verdict"])
 
 
-def score_intervals(rows: list[dict], kind: Kind) -> pd.DataFrame:
+def score_intervals(rows: list[dict], target: Target) -> pd.DataFrame:
     """Each init's test score (balanced accuracy; Dice for segmentation) per label fraction,
     the mean over its seeds with a 95% bootstrap interval over test lesions and seeds
     (``stats.bootstrap_interval``), from the runs that kept per-image scores; one split
@@ -142,7 +133,7 @@ def score_intervals(rows: list[dict], kind: Kind) -> pd.DataFrame:
         runs = list(seeds.values())
         file = PREDICTIONS  # (segmentation reads metrics.json's per-image Dice)
         a, _, labels, lesions = aligned_scores(
-            [((run, file), (run, file)) for run in runs], kind, f"the runs of {init}"
+            [((run, file), (run, file)) for run in runs], target, f"the runs of {init}"
         )
         if len(a) < len(runs):  # a run that kept no per-image scores: no interval rather than a partial one
             continue
@@ -163,11 +154,11 @@ def tta_comparisons(rows: list[dict]) -> pd.DataFrame:
     """What test-time augmentation adds to each init's test balanced accuracy, per label
     fraction and fold: the runs that kept both prediction files, TTA against plain on the
     same model, paired over test lesions and seeds like ``paired_comparisons``."""
-    kind = KINDS["classification"]
+    target = TARGETS["classification"]
     out = []
     for (init, frac, fold), runs in runs_by_group(rows).items():
         pairs = [((run, PREDICTIONS_TTA), (run, PREDICTIONS)) for run in runs.values()]
-        tta, plain, labels, lesions = aligned_scores(pairs, kind, f"the runs of {init} at label fraction {frac:g}")
+        tta, plain, labels, lesions = aligned_scores(pairs, target, f"the runs of {init} at label fraction {frac:g}")
         if not plain:
             continue
         ones = np.ones((1, len(labels)))
@@ -197,7 +188,7 @@ def cam_comparisons(rows: list[dict]) -> pd.DataFrame:
     lesion (mean ± std over seeds), the lesion's area share (chance) and the centre map's
     score; and each init against each baseline of ``BASELINES``, paired over the test
     images with a mask and the seeds both kept (``stats.paired_bootstrap`` of the means)."""
-    kind = KINDS["classification"]
+    target = TARGETS["classification"]
     runs = runs_by_group(rows, CAM_FILE)
     out = []
     for (init, frac, fold), mine in runs.items():
@@ -217,7 +208,7 @@ def cam_comparisons(rows: list[dict]) -> pd.DataFrame:
             "lesion_area": float(tables[0]["lesion_area"][masked].mean()),
             "centre_in_lesion": float(tables[0]["centre_in_lesion"][masked].mean()),
         }
-        for base, a, b, _, lesions in against_baselines(runs, (init, frac, fold), BASELINES, CAM_FILE, kind):
+        for base, a, b, _, lesions in against_baselines(runs, (init, frac, fold), BASELINES, CAM_FILE, target):
             keep = np.isfinite(a).all(0) & np.isfinite(b).all(0)  # the images with a mask
             if keep.any():
                 result = paired_bootstrap(a[:, keep], b[:, keep], groups=None if lesions is None else lesions[keep])

@@ -12,19 +12,19 @@ import pandas as pd
 
 from ssl_derm.checkpoint import init_seen
 from ssl_derm.config import BenchmarkConfig, FinetuneConfig, save_yaml, select_grid
-from ssl_derm.data.labeled import LabeledData, labeled_from_config, write_splits_with_masks
+from ssl_derm.data.labeled import LabeledData, labeled_from_config
 from ssl_derm.data.leaks import check_split_by_content, check_unseen
-from ssl_derm.data.splits import make_folds, write_splits
+from ssl_derm.data.splits import make_folds
 from ssl_derm.encoders import resolve_encoder_settings
 from ssl_derm.engine import run_dir
 from ssl_derm.errors import UserError
-from ssl_derm.finetune.benchmark.inits import init_names, recorded_init_name, segmentation_inits, slug, split_variant
-from ssl_derm.finetune.benchmark.kinds import KINDS, Kind
+from ssl_derm.finetune.benchmark.inits import recorded_init_name, slug
 from ssl_derm.finetune.benchmark.regenerate import ensure_cam_in_lesion, ensure_predictions
 from ssl_derm.finetune.benchmark.reports import write_reports
 from ssl_derm.finetune.benchmark.runs import Runner, kept_last_epoch
 from ssl_derm.finetune.benchmark.select import select_recipe
 from ssl_derm.finetune.report import results_markdown
+from ssl_derm.finetune.targets import TARGETS, Target
 
 
 def run_benchmark(cfg: BenchmarkConfig, overwrite: bool = False, resume: bool = False) -> pd.DataFrame:
@@ -35,16 +35,8 @@ def run_benchmark(cfg: BenchmarkConfig, overwrite: bool = False, resume: bool = 
     point of ``select_grid`` on a selection seed of its own without scoring test, keeps the
     point with the best validation score, and runs every reported seed with it (test scored
     once per run)."""
-    kind = KINDS[cfg.target]
-    if cfg.target == "segmentation":
-        entries = segmentation_inits(cfg)
-    else:
-        bad = [i for i in cfg.inits if split_variant(i)[1] is not None]
-        if bad:
-            raise UserError(
-                f"--inits {bad[0]}: :encoder / :decoder choose a decoder transfer, for --target segmentation"
-            )
-        entries = [(n, i, {}) for n, i in zip(init_names(cfg.inits), cfg.inits)]
+    target = TARGETS[cfg.target]
+    entries = target.benchmark_inits(cfg)
     names = [n for n, _, _ in entries]
     inits = [i for _, i, _ in entries]
     out = run_dir(cfg.out, "benchmark", overwrite, resume=True)
@@ -53,7 +45,7 @@ def run_benchmark(cfg: BenchmarkConfig, overwrite: bool = False, resume: bool = 
     first = resolve_encoder_settings(FinetuneConfig(**{**base, "init": inits[0]}))
     lab = labeled_from_config(cfg, first.image_size)
     check_split_by_content(lab)
-    save_split = write_splits_with_masks if cfg.target == "segmentation" else write_splits
+    save_split = target.write_table
     if cfg.folds:
         folds = []
         for k, table in enumerate(make_folds(lab.table, cfg.folds, cfg.seed)):
@@ -82,17 +74,17 @@ def run_benchmark(cfg: BenchmarkConfig, overwrite: bool = False, resume: bool = 
         where = f"{name}, label fraction {frac:g}" + (f", {fold['name']}" if fold["name"] else "")
         recipe, extra = "", dict(variant)
         if grid is not None:
-            recipe, point = select_recipe(runner, grid, root, where, init, frac, fold, variant, kind)
+            recipe, point = select_recipe(runner, grid, root, where, init, frac, fold, variant, target)
             extra = {**variant, **point}
         m = runner(f"[{j}/{len(jobs)}] {where}, seed {s}", root / f"seed{s}", init, frac, s, fold, extra)
         run = m.pop("_dir")  # a longer run's folder when the budget was doubled
-        if kind is KINDS["classification"]:
+        if target.per_class:
             ensure_predictions(run, fold["lab"], tta=cfg.tta)
             if cfg.cam_in_lesion:
                 ensure_cam_in_lesion(run, fold["lab"], cfg.data)
-        rows.append(_row(kind, name, frac, s, fold["k"], recipe, m, run))
-        results = write_reports(rows, out, names, kind)  # after every run: an interrupted benchmark still reports
-    print(results_markdown(results, list(kind.metrics)))
+        rows.append(_row(target, name, frac, s, fold["k"], recipe, m, run))
+        results = write_reports(rows, out, names, target)  # after every run: an interrupted benchmark still reports
+    print(results_markdown(results, list(target.metrics)))
     print(f"wrote {out / 'results.csv'}, results.md, label_efficiency.png ({time.time() - started:.0f} s)")
     return results
 
@@ -115,7 +107,7 @@ def _job_root(out: Path, name: str, frac: float, fold: dict) -> Path:
     return root / fold["name"] if fold["name"] else root
 
 
-def _row(kind: Kind, name: str, frac: float, seed: int, fold: int, recipe: str, m: dict, run: Path) -> dict:
+def _row(target: Target, name: str, frac: float, seed: int, fold: int, recipe: str, m: dict, run: Path) -> dict:
     """One row of the report from a finished run's metrics ``m`` (the longest run's)."""
     row = {
         "init": name,
@@ -123,8 +115,8 @@ def _row(kind: Kind, name: str, frac: float, seed: int, fold: int, recipe: str, 
         "seed": seed,
         "fold": fold,
         "recipe": recipe,
-        kind.val_column: m.get(kind.val_key),
-        **{c: m[c] for c in kind.metrics},
+        target.val_column: m.get(target.val_key),
+        **{c: m[c] for c in target.metrics},
         "_run": run,
     }
     if "confusion_matrix" in m:
@@ -162,21 +154,8 @@ def report_benchmark(out: str | Path) -> pd.DataFrame:
     if not (out / "config.yaml").is_file():
         raise UserError(f"--report-only: {out} holds no benchmark (no config.yaml)")
     cfg = build_config(BenchmarkConfig, load_yaml(out / "config.yaml"), {}, {})
-    kind = KINDS[cfg.target]
-    if cfg.target == "segmentation":
-        gone = [
-            i
-            for i in cfg.inits
-            if split_variant(i)[0] not in ("random", "imagenet") and not Path(split_variant(i)[0]).exists()
-        ]
-        if gone:
-            raise UserError(
-                f"--report-only: a segmentation benchmark names its inits from their checkpoints; {gone[0]} is gone"
-            )
-        entries = segmentation_inits(cfg)
-    else:
-        names = init_names(cfg.inits, name_of=lambda init: recorded_init_name(init, out / "runs"))
-        entries = [(n, i, {}) for n, i in zip(names, cfg.inits)]
+    target = TARGETS[cfg.target]
+    entries = target.benchmark_inits(cfg, name_of=lambda init: recorded_init_name(init, out / "runs"))
     folds = [{"name": f"fold{k}", "k": k} for k in range(cfg.folds)] if cfg.folds else [{"name": "", "k": 0}]
     rows, missing = [], 0
     for name, _, frac, s, fold, _ in _jobs(cfg, folds, entries):
@@ -192,11 +171,11 @@ def report_benchmark(out: str | Path) -> pd.DataFrame:
         if found is None:
             missing += 1
             continue
-        rows.append(_row(kind, name, frac, s, fold["k"], recipe, *found))
+        rows.append(_row(target, name, frac, s, fold["k"], recipe, *found))
     if not rows:
         raise UserError(f"--report-only: no finished run in {out / 'runs'}")
-    results = write_reports(rows, out, [n for n, _, _ in entries], kind)
-    print(results_markdown(results, list(kind.metrics)))
+    results = write_reports(rows, out, [n for n, _, _ in entries], target)
+    print(results_markdown(results, list(target.metrics)))
     left = f"; {missing} job(s) not finished, left out" if missing else ""
     print(f"wrote {out / 'results.csv'}, results.md, label_efficiency.png from {len(rows)} run(s){left}")
     return results

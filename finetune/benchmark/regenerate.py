@@ -14,7 +14,7 @@ from ssl_derm.checkpoint import load_checkpoint
 from ssl_derm.data.labeled import LabeledData, attach_masks
 from ssl_derm.engine import default_device
 from ssl_derm.errors import UserError
-from ssl_derm.finetune.train import PREDICTIONS, PREDICTIONS_TTA, test_metrics
+from ssl_derm.finetune.targets.classification import PREDICTIONS, PREDICTIONS_TTA, load_classifier, test_metrics
 
 CAM_FILE = "test_cam_in_lesion.csv"
 
@@ -24,7 +24,6 @@ def ensure_predictions(run: Path, lab: LabeledData, tta: bool = False) -> None:
     they are missing: ``test_predictions.csv`` for runs older than the file, and with ``tta``
     ``test_predictions_tta.csv`` (the 8 dihedral views). The metrics are unchanged, and a run
     whose test split was never scored is left alone (test is scored once, by the benchmark)."""
-    from ssl_derm.finetune.evaluate import load_classifier
 
     missing = [f for f in (PREDICTIONS, *([PREDICTIONS_TTA] if tta else [])) if not (run / f).is_file()]
     if not missing or not (run / "model.ckpt").is_file():
@@ -49,7 +48,6 @@ def ensure_cam_in_lesion(run: Path, lab: LabeledData, data=None) -> None:
     (nothing when either is gone); an image without a mask gets empty cells."""
     from ssl_derm.cam import cam_in_lesion, centre_map, compute_cams, read_mask
     from ssl_derm.data import ImagePipeline
-    from ssl_derm.finetune.evaluate import load_classifier
 
     if (run / CAM_FILE).is_file() or not (run / "model.ckpt").is_file() or not (run / PREDICTIONS).is_file():
         return

@@ -18,28 +18,28 @@ from ssl_derm.finetune.benchmark.compare import (
     tta_comparisons,
 )
 from ssl_derm.finetune.benchmark.inits import slug
-from ssl_derm.finetune.benchmark.kinds import KINDS, Kind
 from ssl_derm.finetune.benchmark.runs import kept_last_epoch
 from ssl_derm.finetune.report import label_efficiency_plot, results_markdown, save_confusion
+from ssl_derm.finetune.targets import TARGETS, Target
 from ssl_derm.stats import format_interval
 
 
-def write_reports(rows: list[dict], out: Path, names: list[str], kind: Kind | None = None) -> pd.DataFrame:
+def write_reports(rows: list[dict], out: Path, names: list[str], target: Target | None = None) -> pd.DataFrame:
     """results.csv, results.md, label_efficiency.png and (classification) confusion matrices
     from the runs so far."""
-    kind = kind or KINDS["classification"]
-    results = pd.DataFrame(rows)[kind.columns]
+    target = target or TARGETS["classification"]
+    results = pd.DataFrame(rows)[target.columns]
     runs = [str(Path(r["_run"]).relative_to(out)) if "_run" in r else "" for r in rows]
     results.assign(run=runs).to_csv(out / "results.csv", index=False)  # run: the folder, under out
-    paired = paired_comparisons(rows, kind)
+    paired = paired_comparisons(rows, target)
     paired.to_csv(out / "paired.csv", index=False)
-    intervals = score_intervals(rows, kind)
+    intervals = score_intervals(rows, target)
     if not intervals.empty:
         intervals.to_csv(out / "intervals.csv", index=False)
     else:  # (with folds, once a second fold runs): no table left from the first
         (out / "intervals.csv").unlink(missing_ok=True)
     more = ""
-    if kind is KINDS["classification"]:
+    if target.per_class:
         table = tta_comparisons(rows)
         if not table.empty:
             table.to_csv(out / "tta.csv", index=False)
@@ -49,14 +49,14 @@ def write_reports(rows: list[dict], out: Path, names: list[str], kind: Kind | No
         more = recall_markdown(rows) + tta_markdown(table) + cam_markdown(cam)
     more += training_markdown(rows)
     (out / "results.md").write_text(
-        f"{kind.title}\n\n"
-        + results_markdown(results, list(kind.metrics))
-        + intervals_markdown(intervals, kind)
-        + paired_markdown(paired, kind)
+        f"{target.title}\n\n"
+        + results_markdown(results, list(target.metrics))
+        + intervals_markdown(intervals, target)
+        + paired_markdown(paired, target)
         + more
     )
-    label_efficiency_plot(results, out / "label_efficiency.png", kind.plot_metric, kind.plot_label, intervals)
-    if kind is not KINDS["classification"]:
+    label_efficiency_plot(results, out / "label_efficiency.png", target.plot_metric, target.plot_label, intervals)
+    if not target.per_class:
         return results
     for name in names:
         mine = [r for r in rows if r["init"] == name]
@@ -73,14 +73,14 @@ def write_reports(rows: list[dict], out: Path, names: list[str], kind: Kind | No
     return results
 
 
-def intervals_markdown(intervals: pd.DataFrame, kind: Kind) -> str:
+def intervals_markdown(intervals: pd.DataFrame, target: Target) -> str:
     if intervals.empty:
         return ""
     lines = section_header(
-        f"Test {kind.plot_metric.replace('_', ' ')} with 95% intervals",
+        f"Test {target.plot_metric.replace('_', ' ')} with 95% intervals",
         "Mean over seeds; 95% bootstrap interval over test lesions (all images of a lesion drawn together) "
         "and seeds (the label-efficiency plot's bars).",
-        ["init", "label fraction", "seeds", f"{kind.plot_metric.replace('_', ' ')} [95% CI]"],
+        ["init", "label fraction", "seeds", f"{target.plot_metric.replace('_', ' ')} [95% CI]"],
     )
     for r in intervals.sort_values(["label_fraction", "init"]).to_dict("records"):
         lines.append(
@@ -224,10 +224,10 @@ def section_header(title: str, text: str, columns: str | list[str]) -> list[str]
     ]
 
 
-def paired_markdown(paired: pd.DataFrame, kind: Kind) -> str:
+def paired_markdown(paired: pd.DataFrame, target: Target) -> str:
     if paired.empty:
         return ""
-    metric = "balanced accuracy" if kind is KINDS["classification"] else "Dice"
+    metric = target.score_name
     lines = section_header(
         f"Paired differences in test {metric}",
         "Mean over the seeds both inits ran; 95% bootstrap interval over test lesions (all images of a "

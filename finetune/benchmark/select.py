@@ -7,8 +7,8 @@ import json
 from pathlib import Path
 
 from ssl_derm.engine import RunFailed
-from ssl_derm.finetune.benchmark.kinds import KINDS, Kind
 from ssl_derm.finetune.benchmark.runs import Runner
+from ssl_derm.finetune.targets import TARGETS, Target
 
 SELECT_SEED = 1000  # the recipe-selection runs' seed offset: apart from the reported seeds 0..S-1
 
@@ -29,14 +29,14 @@ def select_recipe(
     frac: float,
     fold,
     variant: dict | None = None,
-    kind: Kind | None = None,
+    target: Target | None = None,
 ) -> tuple:
     """Every grid point on the selection seed (``SELECT_SEED``, none of the reported seeds)
     with test unscored; the best validation score (balanced accuracy, or Dice for
     segmentation) wins (ties: the earlier point). Recorded in ``root/selection.json``. The
     reported seeds then run afresh with the winner: no reported run is a best-of-grid one,
     which would flatter the inits whose runs vary most."""
-    kind = kind or KINDS["classification"]
+    target = target or TARGETS["classification"]
     scores = []
 
     def trial(point: dict, label: str, beyond: bool = False) -> None:
@@ -50,7 +50,7 @@ def select_recipe(
             if recorded == key:  # the same run diverged before (a CPU run repeats exactly): not tried again
                 raise RunFailed(why.strip())
             m = runner(f"{label} {where}: {slug}", run, init, frac, SELECT_SEED, fold, extra)
-            score = m[kind.val_key] or 0.0
+            score = m[target.val_key] or 0.0
         except RunFailed as e:
             if not beyond:  # a grid point that diverges is the recipe's problem: say so and stop
                 raise
@@ -68,7 +68,7 @@ def select_recipe(
             break
         trial(point, f"select, beyond the grid's edge {n}/{runner.cfg.select_extend}", beyond=True)
     best = max(scores)
-    table = [{"recipe": slug, kind.val_column: score} for score, _, slug, _ in scores]
+    table = [{"recipe": slug, target.val_column: score} for score, _, slug, _ in scores]
     record = {"chosen": best[2], "on": "validation", "grid": table, "beyond_the_grid": len(scores) - len(grid)}
     (root / "selection.json").write_text(json.dumps(record, indent=2))
     return best[2], best[3]

@@ -11,7 +11,7 @@ import inspect
 from dataclasses import fields
 from typing import Any
 
-from ssl_derm.config import EngineConfig, FinetuneConfig
+from ssl_derm.config import TARGETS, EngineConfig, FinetuneConfig
 
 CACHE_HELP = "decode cache (default ~/.cache/ssl-derm or $SSL_DERM_CACHE)"
 
@@ -154,7 +154,7 @@ def finetune_flags(p: argparse.ArgumentParser, cls: type = FinetuneConfig) -> No
     )
     s.add_argument(
         "--target",
-        choices=["classification", "segmentation"],
+        choices=list(TARGETS),
         help=f"what to fine-tune for (default {default(cls, 'target')})",
     )
     s.add_argument(

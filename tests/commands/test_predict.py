@@ -56,7 +56,7 @@ def test_predict_on_an_unlabelled_zip_gives_one_row_per_readable_member(model_ck
 
 def test_predict_refuses_an_ssl_checkpoint_and_a_missing_source(ssl_ckpt, model_ckpt, tmp_path, capsys):
     assert main(["predict", "--checkpoint", str(ssl_ckpt), "--out", str(tmp_path / "a")]) == 2
-    assert "fine-tuned classifier" in capsys.readouterr().err
+    assert "needs a fine-tuned model" in capsys.readouterr().err
     assert (
         main(
             ["predict", "--checkpoint", str(model_ckpt), "--data", str(tmp_path / "nope"), "--out", str(tmp_path / "b")]

@@ -13,7 +13,7 @@ import torch
 
 from ssl_derm.config import FinetuneConfig
 from ssl_derm.data import sample_dir
-from ssl_derm.finetune.train import focal_alpha
+from ssl_derm.finetune.targets.classification import focal_alpha
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = ["--image-size", "64", "--batch-size", "16", "--no-progress"]

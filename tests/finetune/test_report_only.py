@@ -8,8 +8,9 @@ import json
 import pytest
 
 from ssl_derm.errors import UserError
-from ssl_derm.finetune.benchmark.inits import init_names, recorded_init_name
+from ssl_derm.finetune.benchmark.inits import recorded_init_name
 from ssl_derm.finetune.benchmark.loop import _finished
+from ssl_derm.finetune.targets import init_names
 
 
 def _metrics(folder, **fields):

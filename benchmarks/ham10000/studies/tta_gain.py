@@ -28,7 +28,8 @@ from ssl_derm.checkpoint import init_name
 from ssl_derm.data import ImagePipeline
 from ssl_derm.data.labeled import prepare_labeled
 from ssl_derm.finetune.classifier import predict_proba
-from ssl_derm.finetune.evaluate import load_classifier, rows_to_score
+from ssl_derm.finetune.evaluate import rows_to_score
+from ssl_derm.finetune.targets.classification import load_classifier
 from ssl_derm.stats import balanced_accuracy_draws
 
 BOOT = 2000

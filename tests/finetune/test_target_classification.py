@@ -1,0 +1,5 @@
+from tests.finetune.target_base import TargetTest
+
+
+class TestClassification(TargetTest):
+    name = "classification"
