@@ -41,22 +41,44 @@ def step_budget(cfg, steps_per_epoch: int):
     """Raise ``epochs`` so that at least ``min_steps`` optimiser steps run (small label
     fractions get the same optimisation budget), and stretch ``freeze_epochs``, the
     early-stopping ``patience`` and ``min_epochs`` by the same factor, so the frozen
-    warm-up stays the same share of training and a short epoch does not stop a run early."""
-    if not cfg.min_steps or cfg.epochs * steps_per_epoch >= cfg.min_steps:
-        return cfg
-    epochs = -(-cfg.min_steps // steps_per_epoch)
-    freeze = round(cfg.freeze_epochs * epochs / cfg.epochs)
-    patience = -(-cfg.patience * epochs // cfg.epochs)
-    least = -(-cfg.min_epochs * epochs // cfg.epochs)
-    return dataclasses.replace(cfg, epochs=epochs, freeze_epochs=freeze, patience=patience, min_epochs=least)
+    warm-up stays the same share of training and a short epoch does not stop a run early.
+    With ``val_check_steps`` validating every k epochs, the budget is rounded up to a
+    multiple of k, so that its last epoch is validated too."""
+    if cfg.min_steps and cfg.epochs * steps_per_epoch < cfg.min_steps:
+        epochs = -(-cfg.min_steps // steps_per_epoch)
+        freeze = round(cfg.freeze_epochs * epochs / cfg.epochs)
+        patience = -(-cfg.patience * epochs // cfg.epochs)
+        least = -(-cfg.min_epochs * epochs // cfg.epochs)
+        cfg = dataclasses.replace(cfg, epochs=epochs, freeze_epochs=freeze, patience=patience, min_epochs=least)
+    every = val_every(cfg, steps_per_epoch)
+    if cfg.epochs % every:
+        cfg = dataclasses.replace(cfg, epochs=-(-cfg.epochs // every) * every)
+    return cfg
 
 
-def training_record(trainer, module, cfg) -> dict:
+def val_every(cfg, steps_per_epoch: int) -> int:
+    """The epochs between validation checks: 1, or where an epoch is shorter than
+    ``val_check_steps`` optimiser steps, as many epochs as make that many steps. (At label
+    fraction 0.03 of HAM10000 an epoch is 2-3 steps: validating after each would spend most of
+    a run on the validation split.)"""
+    steps = getattr(cfg, "val_check_steps", 0)
+    if not steps or steps_per_epoch >= steps:
+        return 1
+    return steps // steps_per_epoch
+
+
+def patience_checks(cfg, steps_per_epoch: int) -> int:
+    """``patience`` (in epochs) as a number of validation checks, rounded up."""
+    return -(-cfg.patience // val_every(cfg, steps_per_epoch))
+
+
+def training_record(trainer, module, cfg, steps_per_epoch: int = 1) -> dict:
     """How a fine-tuning run ended, for metrics.json: the epoch kept and the epochs run
     (counted from 1: best_epoch == epochs_run means the last epoch was the best), the
     epoch budget after ``step_budget``, the optimiser steps (a best epoch at the budget's
-    end says the run may not have converged) and the validation curve (``val_history``)."""
-    return {
+    end says the run may not have converged) and the validation curve (``val_history``);
+    with ``val_check_steps`` validating every k > 1 epochs, k and the patience in checks."""
+    record = {
         "best_epoch": getattr(module, "best_epoch", None),
         "epochs_run": int(trainer.current_epoch),
         "epochs_budget": int(cfg.epochs),
@@ -65,6 +87,10 @@ def training_record(trainer, module, cfg) -> dict:
         "global_step": int(trainer.global_step),
         "val_history": list(getattr(module, "val_history", [])),  # the validation score per epoch
     }
+    every = val_every(cfg, steps_per_epoch)
+    if every > 1:
+        record.update({"val_every_epochs": every, "patience_checks": patience_checks(cfg, steps_per_epoch)})
+    return record
 
 
 def start_run(
@@ -123,7 +149,8 @@ class FreshEarlyStopping(EarlyStopping):
 
 def early_stopping_trainer(cfg, out: Path, steps_per_epoch: int, monitor: str):
     """The fine-tuning trainer: early stopping on ``monitor`` (higher is better) and a
-    checkpoint of the best epoch. Returns the trainer and that checkpoint callback."""
+    checkpoint of the best epoch, validating every ``val_every`` epochs. Returns the trainer
+    and that checkpoint callback."""
     best = ModelCheckpoint(
         dirpath=out / "checkpoints",
         filename="best",
@@ -133,7 +160,9 @@ def early_stopping_trainer(cfg, out: Path, steps_per_epoch: int, monitor: str):
         save_last=False,
         enable_version_counter=False,
     )
-    stop = FreshEarlyStopping(monitor=monitor, mode="max", patience=cfg.patience, check_finite=False)
+    stop = FreshEarlyStopping(
+        monitor=monitor, mode="max", patience=patience_checks(cfg, steps_per_epoch), check_finite=False
+    )
     trainer = make_trainer(
         cfg,
         out,
@@ -141,6 +170,7 @@ def early_stopping_trainer(cfg, out: Path, steps_per_epoch: int, monitor: str):
         steps_per_epoch=steps_per_epoch,
         find_unused_parameters=cfg.freeze_epochs > 0,
         min_epochs=least_epochs(cfg),
+        val_every_n_epochs=val_every(cfg, steps_per_epoch),
     )
     return trainer, best
 

@@ -61,7 +61,7 @@ def export_finetune(run: FinetuneRun, trainer, best) -> dict:
             "splits_sha1": table_sha1(lab.table),
             "format_version": FORMAT_VERSION,
             target.val_key: float(best.best_model_score) if best.best_model_score is not None else None,
-            **training_record(trainer, run.module, cfg),
+            **training_record(trainer, run.module, cfg, run.steps_per_epoch),
         }
     )
     (run.out / "metrics.json").write_text(json.dumps(metrics, indent=2))

@@ -17,14 +17,18 @@ import yaml
 from ssl_derm.errors import UserError
 
 
-def setting(default: Any = None, *, data: bool = False, in_key: bool = True, default_factory=None) -> Any:
+def setting(
+    default: Any = None, *, data: bool = False, in_key: bool = True, key_if_set: bool = False, default_factory=None
+) -> Any:
     """A settings field with its role declared on it, once:
 
     - ``data``: it decides which images a run trains on, so a resumed run must keep it (the
       weights in ``last.ckpt`` saw the old images; ``check_resume_settings``);
     - ``in_key=False``: it says where a run lives or how it reports, not what it trains, so the
-      benchmark's ``run_key`` leaves it out and a finished run is not redone for it."""
-    meta = {"data": data, "in_key": in_key}
+      benchmark's ``run_key`` leaves it out and a finished run is not redone for it;
+    - ``key_if_set``: a setting added after runs were keyed, whose default trains as those runs
+      did: ``run_key`` counts it only when it is set to something else, so they keep their keys."""
+    meta = {"data": data, "in_key": in_key, "key_if_set": key_if_set}
     if default_factory is not None:
         return field(default_factory=default_factory, metadata=meta)
     return field(default=default, metadata=meta)
@@ -38,6 +42,17 @@ def data_settings(cfg: Any) -> list[str]:
 def key_settings(cfg: Any) -> list[str]:
     """The settings of ``cfg`` that change what a run trains (its ``run_key``)."""
     return [f.name for f in fields(cfg) if f.metadata.get("in_key", True)]
+
+
+def key_values(cfg: Any) -> dict:
+    """The values of ``key_settings`` of the instance ``cfg``, less each ``key_if_set`` one at
+    its default: what a benchmark's ``run_key`` hashes."""
+    values = to_dict(cfg)
+    return {
+        f.name: values[f.name]
+        for f in fields(cfg)
+        if f.metadata.get("in_key", True) and not (f.metadata.get("key_if_set") and getattr(cfg, f.name) == f.default)
+    }
 
 
 @dataclass(frozen=True)
@@ -176,6 +191,10 @@ class FinetuneConfig(EngineConfig):
     min_epochs: int = 0  # early stopping cannot end a run before this many epochs (stretched like patience)
     label_fraction: float = setting(1.0, data=True)
     min_steps: int = 0  # raise epochs so that at least this many steps run (small label fractions)
+    # where an epoch is shorter than this many optimiser steps, validate every k epochs instead of
+    # every epoch (k = val_check_steps // steps per epoch; patience counted in those checks, the
+    # epoch budget rounded up to a multiple of k); 0 = every epoch
+    val_check_steps: int = setting(0, key_if_set=True)
     splits: str | None = setting(None, data=True, in_key=False)
     freeze_blocks: int = 0  # the first N encoder stages (stem, blocks...) stay frozen the whole run
     mixup: float = 0.0  # mixup alpha: pairs of images mixed with Beta(alpha, alpha) weights; 0 = off
@@ -211,7 +230,7 @@ class FinetuneConfig(EngineConfig):
             raise UserError("focal_gamma >= 0, 0 <= dropout < 1 and freeze_epochs >= 0 are required")
         _check_positive(self, "encoder_lr", strict=True)
         _check_positive(self, "patience")
-        for name in ("min_steps", "min_epochs"):
+        for name in ("min_steps", "min_epochs", "val_check_steps"):
             if getattr(self, name) < 0:
                 raise UserError(f"{name}={getattr(self, name)}: must be >= 0")
         for name in ("freeze_blocks", "mixup", "cutmix", "logit_adjust"):
@@ -441,6 +460,7 @@ __all__ = [
     "data_settings",
     "field",
     "key_settings",
+    "key_values",
     "load_yaml",
     "parse_set",
     "save_yaml",

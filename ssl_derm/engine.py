@@ -207,6 +207,7 @@ def make_trainer(
     steps_per_epoch: int | None = None,
     find_unused_parameters: bool = False,
     min_epochs: int | None = None,
+    val_every_n_epochs: int = 1,
 ) -> pl.Trainer:
     """A Trainer for ``cfg`` (an EngineConfig) writing everything under ``out``."""
     quiet_lightning()
@@ -224,6 +225,7 @@ def make_trainer(
     short = steps_per_epoch is not None and 0 < cfg.max_steps < steps_per_epoch
     return pl.Trainer(
         val_check_interval=cfg.max_steps if short else None,
+        check_val_every_n_epoch=1 if short else val_every_n_epochs,
         default_root_dir=str(out),
         accelerator=cfg.accelerator,
         devices=devices,

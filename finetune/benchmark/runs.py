@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 
 from ssl_derm.checkpoint import FORMAT_VERSION, weights_fingerprint
-from ssl_derm.config import BenchmarkConfig, FinetuneConfig, key_settings, to_dict
+from ssl_derm.config import BenchmarkConfig, FinetuneConfig, key_values
 from ssl_derm.data.labeled import prepare_labeled
 from ssl_derm.data.splits import label_fraction
 from ssl_derm.encoders import resolve_encoder_settings
@@ -22,8 +22,7 @@ def run_key(run_cfg: FinetuneConfig, init_fingerprint: str) -> str:
     """What a run trains, as a hash: every setting that changes its result, with the init's
     weights by content (``weights_fingerprint``), so a run of other settings or of another
     checkpoint under the same path is never taken for a finished one."""
-    keep = set(key_settings(run_cfg))  # what changes the result (a setting's role is declared on its field)
-    settings = {k: v for k, v in to_dict(run_cfg).items() if k in keep}
+    settings = key_values(run_cfg)  # what changes the result (a setting's role is declared on its field)
     settings["init"] = init_fingerprint
     return hashlib.sha1(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()
 

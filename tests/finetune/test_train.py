@@ -114,3 +114,37 @@ def test_freeze_bn_keeps_the_statistics_while_the_weights_train(tmp_path):
     stats = [k for k in imagenet if k.endswith(("running_mean", "running_var"))]
     assert all(torch.equal(after[k], imagenet[k]) for k in stats)
     assert not torch.equal(after["model.conv_stem.weight"], imagenet["model.conv_stem.weight"])
+
+
+def test_short_epochs_validate_on_a_step_schedule():
+    """At label fraction 0.03 an epoch is 2 steps: with val_check_steps=25 a run validates every
+    12 epochs, its budget a multiple of 12 and patience counted in checks; epochs at least as
+    long as the schedule validate every epoch, as without it."""
+    from ssl_derm.finetune.run import patience_checks, val_every
+
+    cfg = FinetuneConfig(epochs=3, min_steps=300, patience=3, min_epochs=2, val_check_steps=25)
+    small = step_budget(cfg, steps_per_epoch=2)
+    assert val_every(small, 2) == 12 and small.epochs == 156 and small.epochs % 12 == 0  # 150 rounded up
+    assert small.patience == 150 and patience_checks(small, 2) == 13  # 150 epochs of patience, in checks
+    assert val_every(cfg, 88) == 1 and step_budget(cfg, 150) is cfg
+    assert val_every(FinetuneConfig(), 2) == 1
+
+
+def test_a_step_scheduled_run_validates_only_on_its_checks(tmp_path):
+    out = tmp_path / "sched"
+    args = ["finetune", "--out", str(out), "--epochs", "5", *TINY, "--set", "label_fraction=0.1"]
+    args += ["--set", "val_check_steps=3"]  # about 25 training images: 1 step of 16 per epoch
+    assert main(args) == 0
+    m = json.loads((out / "metrics.json").read_text())
+    every = m["val_every_epochs"]
+    assert every == 3 and m["epochs_budget"] == 6  # 5 epochs, rounded up to a multiple of 3
+    assert [h["epoch"] for h in m["val_history"]] == list(range(every, m["epochs_run"] + 1, every))
+    assert m["best_epoch"] % every == 0
+
+
+def test_a_setting_added_at_its_old_behaviour_keeps_run_keys():
+    """val_check_steps=0 trains as every run did before it existed: their run keys stand."""
+    from ssl_derm.config import key_values
+
+    assert "val_check_steps" not in key_values(FinetuneConfig())
+    assert key_values(FinetuneConfig(val_check_steps=25))["val_check_steps"] == 25
