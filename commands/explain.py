@@ -12,7 +12,7 @@ image; EigenCAM explains no class (the first principal component of the
 activations), the others the ``--target`` class.
 
 Lesion masks (HAM10000's ``masks/<image_id>_segmentation.png``, 0 = skin, 255 =
-lesion) are cropped exactly as the image was (``align_mask``) and give, per image,
+lesion) are cropped exactly as the image was (``fit_mask``) and give, per image,
 
 * ``cam_in_lesion`` = sum(cam * mask) / sum(cam): the share of the map's mass inside
   the lesion,

@@ -4,7 +4,7 @@ benchmark's ``--cam-in-lesion`` share.
 ``compute_cams`` runs a pytorch-grad-cam method on the encoder's last stage
 (``cam_layer``), whose feature map is 1/32 of the input, upsampled to the image; the
 positive part of each map is kept and rescaled to [0, 1] per image. A lesion mask
-(0 skin, 255 lesion) is cropped as its image was (``align_mask``, ``read_mask``), and
+(0 skin, 255 lesion) is cropped as its image was (``read_mask``), and
 ``cam_in_lesion`` = sum(cam * mask) / sum(cam) is the share of the map's mass inside
 the lesion; ``centre_map`` is the baseline of a model that looks only at the centre.
 """
@@ -19,10 +19,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps
+from PIL import Image
 from torch import nn
 
 from ssl_derm.data import ImagePipeline
+from ssl_derm.data.cache import decoded_size, fit_mask
 from ssl_derm.errors import UserError
 
 METHODS = ("gradcam", "gradcam++", "eigencam", "scorecam")
@@ -130,43 +131,12 @@ def centre_map(size: int, sigma: float = 0.25) -> np.ndarray:
     return np.exp(-0.5 * (r[:, None] ** 2 + r[None, :] ** 2)).astype(np.float32)
 
 
-def align_mask(
-    mask: Image.Image, size: int, resize: str = "crop", image_size: tuple[int, int] | None = None
-) -> np.ndarray:
-    """bool ``[size, size]``: a lesion mask (0 skin, 255 lesion) resized and cropped as
-    ``ssl_derm.data.cache.decode_image`` resizes and crops its image (``crop``: short
-    side to ``size``, then the centre square; ``squash``: both sides to ``size``), with
-    nearest-neighbour sampling. ``image_size`` (width, height) of the original image,
-    when known and different from the mask's, is matched first. A palette mask is read
-    through its palette (some HAM10000 masks are palette PNGs whose index 0 is white)."""
-    m = mask.convert("L")
-    if image_size is not None and tuple(image_size) != m.size:
-        m = m.resize(tuple(image_size), Image.NEAREST)
-    if resize == "crop":
-        m = ImageOps.fit(m, (size, size), Image.NEAREST, centering=(0.5, 0.5))
-    else:
-        m = m.resize((size, size), Image.NEAREST)
-    return np.asarray(m) >= 128
-
-
-def _image_size(name: str) -> tuple[int, int] | None:
-    """(width, height) of an image file, when ``name`` is one (not an archive member)."""
-    try:
-        path = Path(name)
-        if path.is_file():
-            with Image.open(path) as im:
-                return im.size
-    except (OSError, ValueError):
-        pass
-    return None
-
-
 def read_mask(path: Path, image: str, size: int, resize: str) -> np.ndarray | None:
     """The lesion mask file ``path`` of ``image``, aligned to the model's view of it
-    (``align_mask``); None, with a note, when it cannot be read."""
+    (``fit_mask``, as training aligns masks); None, with a note, when it cannot be read."""
     try:
         with Image.open(path) as m:
-            return align_mask(m, size, resize, _image_size(image))
+            return fit_mask(m, size, resize, decoded_size(image, size))
     except (OSError, ValueError, Image.DecompressionBombError) as e:
         print(f"ssl-derm: note: mask {path} unreadable ({type(e).__name__}); skipped", file=sys.stderr)
         return None

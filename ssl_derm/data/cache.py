@@ -102,20 +102,27 @@ def decoded_size(path: str | Path, size: int) -> tuple[int, int] | None:
         return None
 
 
-def decode_mask(data: bytes, size: int, resize: str = "crop", image_size: tuple[int, int] | None = None) -> np.ndarray:
-    """Bytes of one lesion mask (0 skin, 255 lesion; grey levels >= 128 count as lesion) ->
-    uint8 ``{0, 1}`` ``[1, size, size]``, cropped as ``decode_image`` crops its image.
+def fit_mask(
+    mask: Image.Image, size: int, resize: str = "crop", image_size: tuple[int, int] | None = None
+) -> np.ndarray:
+    """bool ``[size, size]``: a lesion mask (0 skin, 255 lesion; grey levels >= 128 count as
+    lesion) cropped as ``decode_image`` crops its image, nearest-neighbour: the one mask
+    alignment of training (``decode_mask``) and of Grad-CAM (``ssl_derm.cam.read_mask``).
 
     ``image_size`` (width, height) is the image's as the decoder sees it (``decoded_size``):
     a mask of another size is first resized to it (nearest neighbour), then both take the
     same crop. Palette masks are read through their palette (some HAM10000 masks are
     palette PNGs whose index 0 is white)."""
-    with Image.open(io.BytesIO(data)) as im:
-        m = im.convert("L")
+    m = mask.convert("L")
     if image_size is not None and tuple(image_size) != m.size:
         m = m.resize(tuple(image_size), Image.NEAREST)
-    out = _fit(m, size, resize, Image.NEAREST)
-    return (np.asarray(out) >= 128).astype(np.uint8)[None]
+    return np.asarray(_fit(m, size, resize, Image.NEAREST)) >= 128
+
+
+def decode_mask(data: bytes, size: int, resize: str = "crop", image_size: tuple[int, int] | None = None) -> np.ndarray:
+    """Bytes of one lesion mask -> uint8 ``{0, 1}`` ``[1, size, size]`` (``fit_mask``)."""
+    with Image.open(io.BytesIO(data)) as im:
+        return fit_mask(im, size, resize, image_size).astype(np.uint8)[None]
 
 
 def _decode_or_reason(item: tuple[str, bytes | None], size: int, resize: str) -> tuple | str:

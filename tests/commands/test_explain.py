@@ -14,12 +14,12 @@ import pytest
 import torch
 from PIL import Image
 
-from ssl_derm.cam import align_mask, cam_in_lesion, cam_layer, centre_map, compute_cams
+from ssl_derm.cam import cam_in_lesion, cam_layer, centre_map, compute_cams
 from ssl_derm.cli import main
 from ssl_derm.commands.common import load_model, open_images
 from ssl_derm.commands.explain import order_worst_first
 from ssl_derm.data import ImagePipeline, sample_dir
-from ssl_derm.data.cache import decode_image
+from ssl_derm.data.cache import decode_image, fit_mask
 from ssl_derm.data.identity import file_sha1
 from ssl_derm.encoders import build_encoder
 from ssl_derm.finetune.classifier import predict_proba
@@ -93,14 +93,14 @@ def test_a_cropped_mask_stays_on_its_lesion():
     # a 200x150 mask (HAM10000's size) with a 40x30 lesion at x 100..139, y 30..59
     mask = np.zeros((150, 200), np.uint8)
     mask[30:60, 100:140] = 255
-    aligned = align_mask(Image.fromarray(mask), 64, "crop")
+    aligned = fit_mask(Image.fromarray(mask), 64, "crop")
     # crop: the centre 150x150 (x 25..174), then x 64/150; the lesion centre (120, 45) -> (95, 45) -> (40.5, 19.2)
     ys, xs = np.nonzero(aligned)
     assert aligned.shape == (64, 64)
     assert xs.mean() + 0.5 == pytest.approx(95 * 64 / 150, abs=0.6)
     assert ys.mean() + 0.5 == pytest.approx(45 * 64 / 150, abs=0.6)
     assert aligned.mean() == pytest.approx(40 * 30 / 150**2, rel=0.1)
-    squashed = align_mask(Image.fromarray(mask), 64, "squash")
+    squashed = fit_mask(Image.fromarray(mask), 64, "squash")
     ys, xs = np.nonzero(squashed)
     assert xs.mean() + 0.5 == pytest.approx(120 * 64 / 200, abs=0.6)
 
@@ -115,7 +115,7 @@ def test_a_cropped_mask_stays_on_its_lesion():
     Image.fromarray(painted.astype(np.uint8)).save(buf, "JPEG", quality=95)
     pixels, _ = decode_image(buf.getvalue(), 64, "crop")
     lesion_in_image = pixels[0].astype(int) > pixels[2].astype(int)
-    aligned = align_mask(real, 64, "crop", image_size=(600, 450))
+    aligned = fit_mask(real, 64, "crop", image_size=(600, 450))
     iou = (aligned & lesion_in_image).sum() / (aligned | lesion_in_image).sum()
     assert 0.05 < aligned.mean() < 0.95 and iou > 0.9
 
