@@ -23,7 +23,7 @@ PY=${PY:-python}
 CONFIG="$ROOT/benchmarks/ham10000/configs/benchmark/ham10000_cpu_labels.yaml"
 mkdir -p "$OUT/split" "$STATE/labels"
 SPLIT="$OUT/split/splits.csv"
-[ -f "$SPLIT" ] || zcat "$SPLIT_GZ" > "$SPLIT"
+[ -f "$SPLIT" ] || $PY "$ROOT/benchmarks/ham10000/tools/protocol_state.py" expand "$SPLIT_GZ" "$SPLIT"
 stamp() { echo "$(date -u +%FT%TZ) $*" | tee -a "$OUT/wall.log"; }
 state() { $PY "$ROOT/benchmarks/ham10000/tools/protocol_state.py" "$@" > /dev/null; }
 for part in "low 0.03,0.1 5" "full 1.0 3"; do

@@ -28,7 +28,7 @@ SSL=${SSL:-ssl-derm}
 PY=${PY:-python}
 mkdir -p "$OUT/split" "$OUT/pretrain" "$STATE"
 SPLIT="$OUT/split/splits.csv"
-[ -f "$SPLIT" ] || zcat "$SPLIT_GZ" > "$SPLIT"
+[ -f "$SPLIT" ] || $PY "$ROOT/benchmarks/ham10000/tools/protocol_state.py" expand "$SPLIT_GZ" "$SPLIT"
 stamp() { echo "$(date -u +%FT%TZ) $*" | tee -a "$OUT/wall.log"; }
 
 save() {  # compact state of run $1, paths made relative to the repository root

@@ -96,3 +96,26 @@ def test_save_leaves_the_test_summaries_out_until_asked(state_tool, tmp_path):
     assert state_tool.main(["save", str(out), str(state), "--with-summaries"]) == 0
     kept = sorted(p.name for p in (state / "benchmark").iterdir() if p.is_file())
     assert kept == ["config.yaml", "confusion_imagenet.png", "paired.csv", "results.csv", "results.md", "verdict.json"]
+
+
+def test_the_state_holds_no_absolute_path_and_restore_gives_them_back(state_tool, tmp_path):
+    """A path beside the repository is kept relative to it and made this machine's again on
+    restore; one inside it is kept relative to it; other text is left alone."""
+    repo = state_tool.REPO
+    beside, inside = f"{repo.parent}/shared/data/ham10000/images/ISIC_1.jpg", f"{repo}/runs/x/ssl.ckpt"
+    out = tmp_path / "out"
+    run = out / "benchmark/runs/imagenet/fraction1/seed0"
+    run.mkdir(parents=True)
+    (run / "splits.csv").write_text(f"image,label,group,split\n{beside},nv,HAM_1,test\n")
+    (run / "config.yaml").write_text(f"init: {inside}\nsplits: {inside}\nnote: a/{beside}\n")
+    (run / "metrics.json").write_text(f'{{"checkpoint": "{inside}", "init": "imagenet"}}')
+    state_tool.save(out, tmp_path / "state")
+    kept = "".join(p.read_text() for p in sorted((tmp_path / "state").rglob("*")) if p.is_file())
+    assert str(repo.parent) not in kept.replace(f"a/{repo.parent}", "")
+    assert "../shared/data/ham10000/images/ISIC_1.jpg" in kept and "init: runs/x/ssl.ckpt" in kept
+    state_tool.restore(tmp_path / "state", tmp_path / "back")
+    back = tmp_path / "back/benchmark/runs/imagenet/fraction1/seed0"
+    assert (back / "splits.csv").read_text() == (run / "splits.csv").read_text()
+    assert (back / "config.yaml").read_text() == f"init: runs/x/ssl.ckpt\nsplits: runs/x/ssl.ckpt\nnote: a/{beside}\n"
+    state_tool.expand(tmp_path / "state/benchmark/runs/imagenet/fraction1/seed0/splits.csv", tmp_path / "s.csv")
+    assert (tmp_path / "s.csv").read_text() == (run / "splits.csv").read_text()

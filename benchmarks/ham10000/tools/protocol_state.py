@@ -24,6 +24,14 @@ them then.
 copies every file of STATE that OUT lacks (nothing in OUT is overwritten). Tables and
 JSON files above 100 kB are kept gzipped. Symbolic links (and what lies under them) and files above 2 MB
 are never copied.
+
+Paths: the state holds no absolute path of the machine that wrote it. ``save`` writes a path
+inside the repository relative to it (``runs/x``) and one beside it relative to it too
+(``../shared/data/ham10000/images/x.jpg``); ``restore`` (and ``expand``, for one file such as the
+split) turns the latter back into this machine's absolute path, so that a restored run folder
+names its images as a run here would, and every key computed from those names still holds.
+
+    python benchmarks/ham10000/tools/protocol_state.py expand STATE/split/splits.csv.gz split.csv
 """
 
 from __future__ import annotations
@@ -33,6 +41,7 @@ import filecmp
 import gzip
 import json
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -53,6 +62,9 @@ SUMMARY_PREFIXES = (
     "verdict.",
 )
 MAX_BYTES = 2_000_000
+REPO = Path(__file__).resolve().parents[3]
+TEXT_SUFFIXES = {".json", ".csv", ".md", ".yaml", ".txt", ".log"}
+_START = rb"(?<![\w.+/-])"  # a path starts a field: after a quote, comma, space or line start
 GZIP_ABOVE = 100_000  # bytes: split and prediction tables, per-image metrics, are kept gzipped
 
 
@@ -72,11 +84,31 @@ def kept(root: Path, gz: bool = False) -> list[Path]:
     return files
 
 
-def _gzip(src: Path, dst: Path) -> None:
+def portable(data: bytes, repo: Path = REPO) -> bytes:
+    """``data`` with this machine's absolute paths made relative to the repository: inside it
+    ``runs/x``, beside it ``../shared/x``."""
+    for prefix, to in ((f"{repo}/", b""), (f"{repo.parent}/", b"../")):
+        data = re.sub(_START + re.escape(prefix.encode()), to, data)
+    return data
+
+
+def machine(data: bytes, repo: Path = REPO) -> bytes:
+    """``portable`` undone for paths beside the repository (``../shared/x`` -> this machine's
+    absolute path); paths inside it stay relative to it."""
+    return re.sub(_START + rb"\.\./", f"{repo.parent}/".encode(), data)
+
+
+def _is_text(name: str) -> bool:
+    name = name[:-3] if name.endswith(".gz") else name
+    return Path(name).suffix in TEXT_SUFFIXES or name in KEEP_NAMES
+
+
+def _gzip(src: Path, dst: Path, data: bytes | None = None) -> None:
     """Deterministic (no name, no time stamp): the same table gives the same bytes, and git
-    stores the split files that many runs share once."""
-    with open(src, "rb") as f, open(dst, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0, filename="") as z:
-        shutil.copyfileobj(f, z)
+    stores the split files that many runs share once. ``data``: the bytes to write instead of
+    ``src``'s."""
+    with open(dst, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0, filename="") as z:
+        z.write(data if data is not None else src.read_bytes())
 
 
 def is_summary(rel: Path) -> bool:
@@ -97,11 +129,12 @@ def save(out: Path, state: Path, summaries: bool = False) -> int:
             continue
         src, dst = out / rel, state / rel
         gz = rel.suffix in (".csv", ".json") and src.stat().st_size > GZIP_ABOVE
+        data = portable(src.read_bytes()) if _is_text(rel.name) else None
         if gz:
             dst = dst.with_name(dst.name + ".gz")
-            if dst.exists() and gzip.decompress(dst.read_bytes()) == src.read_bytes():
+            if dst.exists() and gzip.decompress(dst.read_bytes()) == (data if data is not None else src.read_bytes()):
                 continue
-        elif dst.exists() and filecmp.cmp(src, dst, shallow=False):
+        elif dst.exists() and (dst.read_bytes() == data if data is not None else filecmp.cmp(src, dst, shallow=False)):
             continue
         if rel.suffix == ".json" and not _whole_json(src):
             continue  # being written: the next save takes it
@@ -109,7 +142,10 @@ def save(out: Path, state: Path, summaries: bool = False) -> int:
         fd, part = tempfile.mkstemp(dir=dst.parent, prefix=f".{dst.name}.", suffix=".part")
         os.close(fd)  # a name of its own: two saves at once never share one
         if gz:
-            _gzip(src, Path(part))
+            _gzip(src, Path(part), data)
+        elif data is not None:
+            Path(part).write_bytes(data)
+            shutil.copystat(src, part)
         else:
             shutil.copy2(src, part)
         os.replace(part, dst)
@@ -134,17 +170,27 @@ def restore(state: Path, out: Path) -> int:
         if dst.exists():
             continue
         dst.parent.mkdir(parents=True, exist_ok=True)
-        if rel.suffix == ".gz":
-            dst.write_bytes(gzip.decompress(src.read_bytes()))
-        else:
-            shutil.copy2(src, dst)
+        expand(src, dst)
         n += 1
     return n
 
 
+def expand(src: Path, dst: Path) -> None:
+    """One state file to ``dst`` as this machine uses it: gunzipped, paths beside the
+    repository absolute again (``machine``)."""
+    data = gzip.decompress(src.read_bytes()) if src.suffix == ".gz" else src.read_bytes()
+    if _is_text(src.name):
+        dst.write_bytes(machine(data))
+        shutil.copystat(src, dst)
+    elif src.suffix == ".gz":
+        dst.write_bytes(data)
+    else:
+        shutil.copy2(src, dst)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("action", choices=["save", "restore"])
+    ap.add_argument("action", choices=["save", "restore", "expand"])
     ap.add_argument("src", type=Path)
     ap.add_argument("dst", type=Path)
     ap.add_argument(
@@ -153,6 +199,9 @@ def main(argv: list[str] | None = None) -> int:
         help="save: keep the benchmark's test summaries too (once every run is in)",
     )
     args = ap.parse_args(argv)
+    if args.action == "expand":
+        expand(args.src, args.dst)
+        return 0
     if not args.src.is_dir():
         if args.action == "restore":
             return 0  # nothing kept yet: a first run

@@ -22,7 +22,7 @@ mkdir -p /tmp/d && tar xzf .gpu_data/ham10000.tgz -C /tmp/d
 python3 -c "
 import gzip, sys
 t = gzip.open('benchmarks/ham10000/state/split/splits.csv.gz', 'rt').read()
-open('/tmp/d/splits.csv', 'w').write(t.replace('/work/shared/data/ham10000', '/tmp/d/ham10000'))"
+open('/tmp/d/splits.csv', 'w').write(t.replace('../shared/data/ham10000', '/tmp/d/ham10000'))"
 # decode the 8,017 images at 224 px once, into the cache the three processes share
 python3 -c "
 from ssl_derm.data.labeled import prepare_labeled
