@@ -49,6 +49,33 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("SSL_DERM_CACHE", Path.home() / ".cache" / "ssl-derm"))
 
 
+def _entry(cache_dir: str | Path | None, kind: str, fingerprint: str, size: int, resize: str) -> Path:
+    """The cache entry (a path stem) of one decode: ``kind`` (the decoder and its version),
+    the inputs' ``fingerprint``, the size and the resize mode."""
+    if resize not in RESIZE_MODES:
+        raise UserError(f"resize={resize!r}: choose {' or '.join(RESIZE_MODES)}")
+    cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    return cache / hashlib.sha1(f"{kind}|{fingerprint}|{size}|{resize}".encode()).hexdigest()[:20]
+
+
+def _cached(npy: Path, meta: Path, shape: tuple) -> tuple[np.ndarray, dict] | None:
+    """A finished cache entry whose array has ``shape``: (its memory map, its record); else None."""
+    if npy.is_file() and meta.is_file():
+        arr = np.load(npy, mmap_mode="r")
+        if arr.shape == shape:
+            return arr, json.loads(meta.read_text())
+    return None
+
+
+def _in_parallel(items, decode, threads: int | None):
+    """``(item, decode(item))`` for every item, in order, decoded on a thread pool chunk by
+    chunk (a stream is never read far ahead: memory stays flat)."""
+    with ThreadPoolExecutor(max_workers=threads or min(8, os.cpu_count() or 1)) as pool:
+        stream = iter(items)
+        while chunk := list(itertools.islice(stream, _CHUNK)):
+            yield from zip(chunk, pool.map(decode, chunk))
+
+
 @dataclass
 class Decoded:
     """Decoded pixels of one source: ``pixels[i]`` is valid where ``ok[i]``."""
@@ -149,19 +176,15 @@ def decode_source(
     """Decode every member of ``source`` at ``size`` px, through the cache."""
     if len(source) == 0:
         raise UserError(f"{source.label}: holds no image files")
-    if resize not in RESIZE_MODES:
-        raise UserError(f"resize={resize!r}: choose {' or '.join(RESIZE_MODES)}")
-    cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    key = hashlib.sha1(f"v{CACHE_VERSION}|{source.fingerprint()}|{size}|{resize}".encode()).hexdigest()[:20]
-    npy, meta, thumbs_npy = cache / f"{key}.npy", cache / f"{key}.json", cache / f"{key}.thumbs.npy"
-    if npy.is_file() and meta.is_file() and thumbs_npy.is_file():
-        info = json.loads(meta.read_text())
-        pixels = np.load(npy, mmap_mode="r")
-        if pixels.shape == (len(source), 3, size, size):
-            skipped = [tuple(s) for s in info["skipped"]]
-            ok = np.array(info["ok"], bool)
-            return Decoded(source.label, source.names, pixels, ok, skipped, info["sha1"], np.load(thumbs_npy))
-    cache.mkdir(parents=True, exist_ok=True)
+    stem = _entry(cache_dir, f"v{CACHE_VERSION}", source.fingerprint(), size, resize)
+    npy, meta, thumbs_npy = stem.with_suffix(".npy"), stem.with_suffix(".json"), stem.with_suffix(".thumbs.npy")
+    found = _cached(npy, meta, (len(source), 3, size, size)) if thumbs_npy.is_file() else None
+    if found is not None:
+        pixels, info = found
+        skipped = [tuple(s) for s in info["skipped"]]
+        ok = np.array(info["ok"], bool)
+        return Decoded(source.label, source.names, pixels, ok, skipped, info["sha1"], np.load(thumbs_npy))
+    stem.parent.mkdir(parents=True, exist_ok=True)
     shape = (len(source), 3, size, size)
     ok = np.zeros(len(source), bool)
     sha1 = [""] * len(source)
@@ -179,24 +202,21 @@ def decode_source(
     # Appended chunk by chunk with plain writes (not through a memory map, whose written
     # pages would stay resident): memory stays flat however large the archive is.
     def write_pixels(tmp: Path) -> None:
-        with open(tmp, "wb") as f, ThreadPoolExecutor(max_workers=threads or min(8, os.cpu_count() or 1)) as pool:
+        with open(tmp, "wb") as f:
             np.lib.format.write_array_header_1_0(f, {"descr": "|u1", "fortran_order": False, "shape": shape})
             i = 0
-            stream = source.iter_bytes()
-            while True:
-                chunk = list(itertools.islice(stream, _CHUNK))
-                if not chunk:
-                    break
-                for (name, _), out in zip(chunk, pool.map(lambda it: _decode_or_reason(it, size, resize), chunk)):
-                    if isinstance(out, str):
-                        skipped.append((name, out))
-                        out = blank
-                    else:
-                        out, thumbs[i], sha1[i] = out
-                        ok[i] = True
-                    f.write(np.ascontiguousarray(out).tobytes())
-                    i += 1
-                bar.update(len(chunk))
+            for (name, _), out in _in_parallel(
+                source.iter_bytes(), lambda it: _decode_or_reason(it, size, resize), threads
+            ):
+                if isinstance(out, str):
+                    skipped.append((name, out))
+                    out = blank
+                else:
+                    out, thumbs[i], sha1[i] = out
+                    ok[i] = True
+                f.write(np.ascontiguousarray(out).tobytes())
+                i += 1
+                bar.update(1)
             if i != len(source):  # a truncated archive ended early: the rest is unreadable
                 skipped.extend((n, "archive ended early") for n in source.names[i:])
                 for _ in range(len(source) - i):
@@ -254,9 +274,6 @@ def decode_masks(
     times, the size and the resize mode). Missing and unreadable masks are reported, not raised."""
     if len(masks) != len(images):
         raise ValueError(f"{len(masks)} masks for {len(images)} images")
-    if resize not in RESIZE_MODES:
-        raise UserError(f"resize={resize!r}: choose {' or '.join(RESIZE_MODES)}")
-    cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     h = hashlib.sha1()
     for m, i in zip(masks, images):
         for p in (m, i):
@@ -265,27 +282,23 @@ def decode_masks(
                 h.update(f"{p}|{st.st_size}|{st.st_mtime_ns}\n".encode() if st else f"{p}|none\n".encode())
             except OSError:
                 h.update(f"{p}|missing\n".encode())
-    key = hashlib.sha1(f"masks-v{MASK_CACHE_VERSION}|{h.hexdigest()}|{size}|{resize}".encode()).hexdigest()[:20]
-    npy, meta = cache / f"{key}.masks.npy", cache / f"{key}.masks.json"
-    if npy.is_file() and meta.is_file():
-        arr = np.load(npy, mmap_mode="r")
-        if arr.shape == (len(masks), 1, size, size):
-            info = json.loads(meta.read_text())
-            return DecodedMasks(arr, np.array(info["ok"], bool), [tuple(p) for p in info["problems"]])
-    cache.mkdir(parents=True, exist_ok=True)
+    stem = _entry(cache_dir, f"masks-v{MASK_CACHE_VERSION}", h.hexdigest(), size, resize)
+    npy, meta = stem.with_suffix(".masks.npy"), stem.with_suffix(".masks.json")
+    found = _cached(npy, meta, (len(masks), 1, size, size))
+    if found is not None:
+        arr, info = found
+        return DecodedMasks(arr, np.array(info["ok"], bool), [tuple(p) for p in info["problems"]])
+    stem.parent.mkdir(parents=True, exist_ok=True)
     out = np.zeros((len(masks), 1, size, size), np.uint8)
     ok = np.zeros(len(masks), bool)
     problems: list[tuple[str, str]] = []
-    items = list(zip(masks, images))
-    with ThreadPoolExecutor(max_workers=threads or min(8, os.cpu_count() or 1)) as pool:
-        results = pool.map(lambda it: _mask_or_reason(it, size, resize), items)
-        for i, res in enumerate(
-            tqdm(results, total=len(items), desc=f"decoding masks @{size}px", unit="mask", disable=not progress)
-        ):
-            if isinstance(res, str):
-                problems.append((items[i][0] or items[i][1], res))
-            else:
-                out[i], ok[i] = res, True
+    results = _in_parallel(zip(masks, images), lambda it: _mask_or_reason(it, size, resize), threads)
+    bar = tqdm(results, total=len(masks), desc=f"decoding masks @{size}px", unit="mask", disable=not progress)
+    for i, (item, res) in enumerate(bar):
+        if isinstance(res, str):
+            problems.append((item[0] or item[1], res))
+        else:
+            out[i], ok[i] = res, True
     atomic_save_npy(out, npy)
     atomic_write_text(json.dumps({"ok": ok.tolist(), "problems": problems}), meta)
     return DecodedMasks(np.load(npy, mmap_mode="r"), ok, problems)
