@@ -174,7 +174,7 @@ def fine_tuned_target(loaded: LoadedModel, command: str):
     for anything else."""
     from ssl_derm.finetune.targets import TARGETS
 
-    for target in TARGETS.values():
+    for target in TARGETS.values():  # as finetune.targets.target_of, with the command's own refusal
         if loaded.ckpt is not None and loaded.ckpt["task"] == target.task:
             return target
     what = (

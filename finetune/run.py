@@ -100,15 +100,17 @@ def start_run(
     lab: LabeledData | None,
     write_table=write_splits,
     check_data=None,
+    masks: bool = False,
 ) -> tuple[FinetuneConfig, Path, LabeledData, ContentIds]:
     """What every fine-tuning run does first, whatever its target: the encoder's settings
     resolved, the run folder (``config.yaml``; a resume must keep the settings), the seed, the
-    labelled data cut to ``label_fraction`` and written (``write_table``), checked for the target
-    (``check_data``), for copies across splits, and against every image the ``--init``
-    checkpoint has seen. Returns the resolved config, the folder, the data and that record."""
+    labelled data (its lesion masks too with ``masks``) cut to ``label_fraction`` and written
+    (``write_table``), checked for the target (``check_data``), for copies across splits, and
+    against every image the ``--init`` checkpoint has seen. Returns the resolved config, the
+    folder, the data and that record."""
     cfg, out = open_run(cfg, "finetune", overwrite, resume)
     if lab is None:
-        lab = labeled_from_config(cfg)
+        lab = labeled_from_config(cfg, masks=masks)
     lab = LabeledData(label_fraction(lab.table, cfg.label_fraction, cfg.seed), lab.bank, lab.classes)
     write_table(lab.table, out)
     if check_data is not None:

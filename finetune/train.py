@@ -28,7 +28,9 @@ def build_finetune(
 ) -> FinetuneRun:
     """Run folder, data (label fraction, the target's and the leak checks), model and LightningModule."""
     target = TARGETS[cfg.target]
-    cfg, out, lab, inherited = start_run(cfg, overwrite, resume, lab, target.write_table, target.check_data)
+    cfg, out, lab, inherited = start_run(
+        cfg, overwrite, resume, lab, target.write_table, target.check_data, target.masks
+    )
     return target.build(cfg, out, lab, inherited)
 
 

@@ -43,7 +43,7 @@ def run_benchmark(cfg: BenchmarkConfig, overwrite: bool = False, resume: bool = 
     save_yaml(cfg, out / "config.yaml")
     base = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(FinetuneConfig)}
     first = resolve_encoder_settings(FinetuneConfig(**{**base, "init": inits[0]}))
-    lab = labeled_from_config(cfg, first.image_size)
+    lab = labeled_from_config(cfg, first.image_size, masks=target.masks)
     check_split_by_content(lab)
     save_split = target.write_table
     if cfg.folds:

@@ -15,6 +15,7 @@ from ssl_derm.data.labeled import prepare_labeled
 from ssl_derm.data.splits import label_fraction
 from ssl_derm.encoders import resolve_encoder_settings
 from ssl_derm.files import atomic_write_text
+from ssl_derm.finetune.targets import TARGETS
 from ssl_derm.finetune.train import run_finetune
 
 
@@ -128,7 +129,7 @@ class Runner:
                     cache_dir=self.cfg.cache_dir,
                     progress=self.cfg.progress,
                     resize=self.cfg.resize,
-                    masks=self.cfg.target == "segmentation",
+                    masks=TARGETS[self.cfg.target].masks,
                     skip_missing_masks=self.cfg.skip_missing_masks,
                 )
             lab = self.labs[data_key]

@@ -1,17 +1,17 @@
 """The fine-tuning target contract: what ``finetune``, ``evaluate``, ``predict`` and
 ``benchmark`` ask of a target (a classifier, a lesion-segmentation U-Net, ...).
 
-A target is one module holding a subclass of ``Target`` and one entry in
-``ssl_derm.finetune.targets.TARGETS``. The shared code (``finetune/train.py``,
+A target is one module holding a subclass of ``Target`` and one line in
+``ssl_derm.config.TARGETS``. The shared code (``finetune/train.py``,
 ``finetune/evaluate.py``, ``commands/predict.py`` and the benchmark) does everything
-that is the same for every target: the run folder and its leak checks, the step
-budget, early stopping that keeps the best epoch, metrics.json and model.ckpt's
-common fields, the split to score and the images a model must not have seen. A target
-says only what is its own:
+that is the same for every target: the run folder and its leak checks, early stopping
+that keeps the best epoch, metrics.json and model.ckpt's common fields, the split to
+score and the images a model must not have seen. A target says only what is its own:
 
-- **building**: its data check, its model and LightningModule, its loaders
-  (``build``, ``loaders``, ``describe``), the validation score to keep the best epoch on
-  (``monitor``);
+- **building**: its data check, its model and LightningModule with the step budget
+  (``build`` calls ``finetune.run.step_budget`` once it knows the steps per epoch), its
+  loaders (``loaders``, ``describe``), the validation score to keep the best epoch on
+  (``monitor``), whether it needs lesion masks (``masks``);
 - **exporting**: its test scores (``score_test``), its name for the init
   (``init_record``), its own checkpoint fields (``checkpoint_fields``) and how to load
   them back (``load``);
@@ -86,8 +86,10 @@ class Target:
     name: ClassVar[str]  # the --target value (also in ssl_derm.config.TARGETS, read by the CLI)
     task: ClassVar[str]  # the ``task`` its model.ckpt records
     masks: ClassVar[bool] = False  # needs lesion masks
-    tag_metrics: ClassVar[bool] = True  # metrics.json starts with "target": name
-    per_class: ClassVar[bool] = False  # scores per class: the benchmark's confusion, recall, TTA and CAM sections
+    tag_metrics: ClassVar[bool] = True  # metrics.json records "target": name (before the run's record)
+    # scores per class: the benchmark's confusion, recall, TTA and Grad-CAM sections, and the
+    # per-image test files those read (regenerated for runs that predate them)
+    per_class: ClassVar[bool] = False
 
     # what a benchmark reports
     monitor: ClassVar[str]  # the validation score the best epoch is kept on (higher is better), e.g. val/dice
@@ -120,7 +122,8 @@ class Target:
         """Refuse data the target cannot train on, with a one-line ``UserError``."""
 
     def build(self, cfg: FinetuneConfig, out: Path, lab: LabeledData, inherited: ContentIds) -> FinetuneRun:
-        """The model and LightningModule on the checked data (``cfg`` after ``step_budget``)."""
+        """The model and LightningModule on the checked data; returns the run with ``cfg`` after
+        ``finetune.run.step_budget`` for its steps per epoch (which the trainer then uses)."""
         raise NotImplementedError
 
     def loaders(self, run: FinetuneRun, pin: bool) -> tuple:
@@ -187,7 +190,9 @@ class Target:
             )
         return [(n, i, {}) for n, i in zip(init_names(cfg.inits, name_of), cfg.inits)]
 
-    def per_image_scores(self, run: Path, predictions: str):
+    def per_image_scores(self, run: Path, predictions: str = ""):
         """``(images, scores, labels)`` of a finished run's test split, sorted by image (labels:
-        class indices, or None); None when the run did not keep them."""
+        class indices, or None); None when the run did not keep them. ``predictions``: which
+        of the run's per-image files, for a target that keeps several (classification: plain
+        or TTA)."""
         raise NotImplementedError

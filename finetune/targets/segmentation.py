@@ -214,7 +214,10 @@ class Segmentation(Target):
         for entry in cfg.inits:
             init, decoder = split_variant(entry)
             if init not in ("random", "imagenet") and not Path(init).exists():
-                raise UserError(f"--inits {entry}: {init} is gone (a segmentation benchmark names its inits from them)")
+                raise UserError(
+                    f"--inits {entry}: no checkpoint {init} (a segmentation benchmark reads each init's checkpoint "
+                    "to name it and to find its decoder)"
+                )
             name = name_of(init)
             has = has_decoder(init)
             if decoder and not has:

@@ -92,9 +92,9 @@ def prepare_labeled(
     return LabeledData(table.reset_index(drop=True), bank, list(classes))
 
 
-def labeled_from_config(cfg, image_size: int | None = None) -> LabeledData:
-    """``prepare_labeled`` with the data, split, cache and progress settings of an EngineConfig
-    (and the lesion masks when its ``target`` is segmentation)."""
+def labeled_from_config(cfg, image_size: int | None = None, masks: bool = False) -> LabeledData:
+    """``prepare_labeled`` with the data, split, cache and progress settings of an EngineConfig,
+    and the lesion masks with ``masks`` (a fine-tuning target that needs them: ``Target.masks``)."""
     return prepare_labeled(
         cfg.data,
         image_size or cfg.image_size,
@@ -104,7 +104,7 @@ def labeled_from_config(cfg, image_size: int | None = None) -> LabeledData:
         cache_dir=cfg.cache_dir,
         progress=cfg.progress,
         resize=cfg.resize,
-        masks=getattr(cfg, "target", "classification") == "segmentation",
+        masks=masks,
         skip_missing_masks=getattr(cfg, "skip_missing_masks", False),
     )
 
