@@ -172,11 +172,11 @@ def require_classifier(loaded: LoadedModel, command: str) -> None:
 def fine_tuned_target(loaded: LoadedModel, command: str):
     """The fine-tuning target of a ``model.ckpt`` (``finetune/targets``); a one-line error
     for anything else."""
-    from ssl_derm.finetune.targets import TARGETS
+    from ssl_derm.finetune.targets import target_for_task
 
-    for target in TARGETS.values():  # as finetune.targets.target_of, with the command's own refusal
-        if loaded.ckpt is not None and loaded.ckpt["task"] == target.task:
-            return target
+    target = target_for_task(loaded.ckpt["task"]) if loaded.ckpt is not None else None
+    if target is not None:
+        return target
     what = (
         f"{loaded.name} weights, with no head"
         if loaded.ckpt is None

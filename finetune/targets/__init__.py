@@ -28,15 +28,29 @@ def _targets() -> dict[str, Target]:
 TARGETS: dict[str, Target] = _targets()
 
 
+def target_for_task(task: str | None) -> Target | None:
+    """The target whose model.ckpt records ``task``; None for any other (a pretraining task)."""
+    return next((t for t in TARGETS.values() if t.task == task), None)
+
+
 def target_of(ckpt: dict, path) -> Target:
     """The target whose fine-tuned model ``ckpt`` (loaded from ``path``) holds; a one-line error
     for a pretraining checkpoint."""
-    for target in TARGETS.values():
-        if ckpt.get("task") == target.task:
-            return target
+    target = target_for_task(ckpt.get("task"))
+    if target is not None:
+        return target
     raise UserError(
         f"{path}: a {ckpt.get('task')!r} checkpoint, not a fine-tuned model (model.ckpt of ssl-derm finetune)"
     )
 
 
-__all__ = ["TARGETS", "FinetuneRun", "Target", "init_names", "safe_init_name", "split_variant", "target_of"]
+__all__ = [
+    "TARGETS",
+    "FinetuneRun",
+    "Target",
+    "init_names",
+    "safe_init_name",
+    "split_variant",
+    "target_for_task",
+    "target_of",
+]

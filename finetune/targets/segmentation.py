@@ -182,7 +182,7 @@ class Segmentation(Target):
 
     def write_evaluation(self, folder: Path, rows, probs, metrics: dict, split: str, ckpt: dict) -> str:
         """predictions.csv (per-image scores) and the predicted masks as ``masks/<image>.png``."""
-        files = write_masks(folder, [Path(p).name for p in rows["image"]], probs)
+        files = write_masks(folder, rows["image"], probs)
         table = pd.DataFrame({"image": rows["image"].to_numpy(), "predicted_mask": files})
         for key in [*SEGMENTATION_METRICS, "lesion_area_true", "lesion_area_pred"]:
             table[key] = [m[key] for m in metrics["per_image"]]
