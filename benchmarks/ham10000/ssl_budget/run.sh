@@ -29,6 +29,8 @@ PY=${PY:-python}
 mkdir -p "$OUT/split" "$OUT/pretrain" "$STATE"
 SPLIT="$OUT/split/splits.csv"
 [ -f "$SPLIT" ] || $PY "$ROOT/benchmarks/ham10000/tools/protocol_state.py" expand "$SPLIT_GZ" "$SPLIT"
+# the wall log goes on from the committed one (a fresh OUT on another machine)
+[ -f "$OUT/wall.log" ] || [ ! -f "$STATE/wall.log" ] || cp "$STATE/wall.log" "$OUT/wall.log"
 stamp() { echo "$(date -u +%FT%TZ) $*" | tee -a "$OUT/wall.log"; }
 
 save() {  # compact state of run $1, paths made relative to the repository root
