@@ -33,7 +33,7 @@ from ssl_derm.data import BankDataset, ImagePipeline, make_loader, to_float
 from ssl_derm.data.labeled import prepare_labeled
 from ssl_derm.data.sources import sample_unlabeled
 from ssl_derm.encoders import build_encoder, encoder_spec
-from ssl_derm.engine import default_device, make_trainer, run_dir
+from ssl_derm.engine import default_device, make_trainer, place_data, run_dir
 from ssl_derm.errors import UserError
 from ssl_derm.finetune.classifier import Classifier, FinetuneModule, predict_proba
 from ssl_derm.pretext import build_task, task_names
@@ -181,7 +181,8 @@ def _bench_training(
         cfg = dataclasses.replace(cfg, max_steps=warmup + steps + 1)  # the window ends at the next step's start
     trainer = make_trainer(cfg, out / kind, callbacks=[timer], enable_val=False)
     gpu = torch.cuda.is_available()
-    trainer.fit(module, make_loader(dataset, batch, shuffle=True, seed=0, drop_last=True, pin_memory=gpu))
+    pin = gpu and not place_data(lab.bank, trainer, cfg.data_on_device)  # as training places it
+    trainer.fit(module, make_loader(dataset, batch, shuffle=True, seed=0, drop_last=True, pin_memory=pin))
     if syncs:
         return timer.sync_report()
     ours = timer.images / (timer.end - timer.start)
@@ -207,16 +208,31 @@ def _bench_training(
         params = model.trainable_parameters()
     x = x.contiguous(memory_format=torch.channels_last)
     plain = _plain_loop(step, params, x, y, steps, warmup, precision, device)
-    extra = {}
-    if kind != "finetune":  # what making the task's views (augmentation, corruption) costs per step
-        reps = 5
+    step_s = batch / plain  # the plain loop's step: what each share below is a share of
+    reps = 5
+    if kind == "finetune":  # the views: augmentation of the uint8 batch on the device, normalised
+        images = lab.bank.gather(idx[:batch]).to(device)
+        module.pipeline.to(device)
+        t0 = _now()
+        for _ in range(reps):
+            module.pipeline(images, train=True)
+    else:  # the views: the task's augmentation (and corruption) of the decoded batch
         t0 = _now()
         with _autocast(precision, device):
             for _ in range(reps):
                 model.make_views(x, model.draw(x, gen))
-        per_batch = (_now() - t0) / reps
-        extra["views_share_of_step"] = round(per_batch / (batch / plain), 4)
-    return _entry(ours, plain, **extra)
+    views = (_now() - t0) / reps
+    t0 = _now()
+    for r in range(reps):  # data movement: a batch out of the loader's dataset onto the device
+        got = dataset.__getitems__(list(range(r * batch, (r + 1) * batch)))
+        got = got[0] if isinstance(got, tuple) else got
+        (got.pin_memory() if pin else got).to(device, non_blocking=True)
+    movement = (_now() - t0) / reps
+    extra = {
+        "views_share_of_step": round(views / step_s, 4),
+        "data_movement_share_of_step": round(movement / step_s, 4),
+    }
+    return _entry(ours, plain, **extra, data_on_device=bool(lab.bank.resident))
 
 
 def _bench_loader(lab, size: int, epochs: int, batch: int) -> dict:
@@ -329,9 +345,14 @@ def run_bench_speed(
     (folder / "speed.json").write_text(json.dumps(result, indent=2))
     for key in ("loader", *(key for key, _, _ in stages), "inference"):
         r = result[key]
+        shares = (
+            f"   views {r['views_share_of_step']:.1%}, data movement {r['data_movement_share_of_step']:.1%} of a step"
+            if "views_share_of_step" in r
+            else ""
+        )
         print(
             f"{key:26s} {r['images_per_s']:9.1f} img/s   plain {r['plain_loop_images_per_s']:9.1f}   "
-            f"ratio {r['ratio']:.2f}"
+            f"ratio {r['ratio']:.2f}{shares}"
         )
     if archive:
         print(f"peak RSS streaming archives: {result['archive_streaming_peak_rss_mb']} MB")

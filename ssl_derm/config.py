@@ -79,6 +79,9 @@ class EngineConfig:
     strategy: str = "auto"
     precision: str = "32-true"
     cache_dir: str | None = setting(None, in_key=False)
+    # the decoded images on the training device: auto = on a GPU when they fit in a quarter of
+    # its free memory; batches are then indexed there, with no host-to-device copy per step
+    data_on_device: str = setting("auto", in_key=False)
     strict: bool = False
     log_every_n_steps: int = setting(10, in_key=False)
     progress: bool = setting(True, in_key=False)
@@ -88,6 +91,8 @@ class EngineConfig:
         _check_positive(self, "lr", strict=True)
         if self.image_size is not None and (self.image_size < 32 or self.image_size % 32):
             raise UserError(f"image_size={self.image_size}: must be a multiple of 32 and >= 32 (e.g. 96, 128, 224)")
+        if self.data_on_device not in ("auto", "on", "off"):
+            raise UserError(f"data_on_device={self.data_on_device!r}: choose auto, on or off")
         if self.resize not in ("crop", "squash"):
             raise UserError(f"resize={self.resize!r}: choose crop (keep the aspect ratio) or squash")
         if self.weight_decay < 0 or self.warmup_epochs < 0:

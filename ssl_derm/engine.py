@@ -296,3 +296,28 @@ def stop_on_any_rank(module: pl.LightningModule, bad: bool) -> bool:
 def pin_memory(trainer: pl.Trainer) -> bool:
     """Pinned host memory only pays off when batches go to a GPU."""
     return trainer.strategy.root_device.type == "cuda"
+
+
+DEVICE_SHARE = 0.25  # data_on_device=auto: the decoded images may take this share of a GPU's free memory
+
+
+def place_data(bank, trainer: pl.Trainer, setting: str) -> bool:
+    """Hold ``bank`` (an ``ImageBank``) on the training device when ``setting`` (the
+    ``data_on_device`` setting) says so: ``on``, or ``auto`` on a GPU whose free memory it fits a
+    quarter of. Says what it did; returns whether the bank is held there (then the loader's
+    batches are already on the device and pinning them is pointless)."""
+    device = trainer.strategy.root_device
+    size = bank.nbytes()
+    if setting == "off" or (setting == "auto" and device.type != "cuda"):
+        return False
+    if setting == "auto":
+        free = torch.cuda.mem_get_info(device)[0]
+        if size > DEVICE_SHARE * free:
+            print(
+                f"the decoded images ({size / 2**30:.2f} GiB) stay in host memory: more than a quarter of "
+                f"{device}'s free {free / 2**30:.1f} GiB (--data-on-device on to force)"
+            )
+            return False
+    bank.to_device(device)
+    print(f"the decoded images are held on {device} ({size / 2**30:.2f} GiB): batches are indexed there")
+    return True

@@ -16,7 +16,10 @@ def test_bench_speed_quick_times_every_task_and_stage(tmp_path):
     for stage in stages:
         r = result[stage]
         assert r["images_per_s"] > 0 and r["plain_loop_images_per_s"] > 0, stage
-    assert all(0 < result[f"pretrain_{t}"]["views_share_of_step"] < 1 for t in task_names())
+    stages = [f"pretrain_{t}" for t in task_names()] + ["finetune"]
+    assert all(0 < result[k]["views_share_of_step"] < 1 for k in stages)
+    assert all(0 < result[k]["data_movement_share_of_step"] < 1 for k in stages)
+    assert not any(result[k]["data_on_device"] for k in stages)  # auto: only on a GPU
     assert set(result["archive_streaming_peak_rss_mb"]) == {"1000", "4000"}
 
 

@@ -34,4 +34,6 @@ def test_which_settings_a_resume_must_keep_and_which_leave_the_run_key():
         "data", "splits", "seed", "split_fractions", "unlabeled", "init", "image_size", "resize",
     }  # fmt: skip
     left_out = {f.name for f in fields(FinetuneConfig)} - set(key_settings(FinetuneConfig))
-    assert left_out == {"out", "splits", "data", "cache_dir", "progress", "score_test", "log_every_n_steps"}
+    assert left_out == {
+        "out", "splits", "data", "cache_dir", "data_on_device", "progress", "score_test", "log_every_n_steps",
+    }  # fmt: skip

@@ -62,6 +62,13 @@ def engine_flags(p: argparse.ArgumentParser, command: str, data_help: str, cls: 
     h.add_argument("--devices", help=f"{default(cls, 'devices')} (default) or a count; >1 runs DDP")
     h.add_argument("--num-nodes", dest="num_nodes", type=int)
     h.add_argument("--precision", help=f"{default(cls, 'precision')} (default), bf16-mixed, 16-mixed (GPU)")
+    h.add_argument(
+        "--data-on-device",
+        dest="data_on_device",
+        choices=["auto", "on", "off"],
+        help="keep the decoded images on the GPU and index batches there (default auto: when they fit "
+        "in a quarter of its free memory; the size is printed)",
+    )
     c = p.add_argument_group("configuration")
     c.add_argument("--config", help="YAML file of settings (see configs/)")
     c.add_argument("--set", action="append", metavar="KEY=VALUE", help="override any setting; repeatable")
