@@ -149,6 +149,7 @@ def _bench_training(
     out: Path,
     precision: str = "32-true",
     syncs: bool = False,
+    augmentation: str = "kornia",
 ) -> dict:
     spec = encoder_spec("efficientnet-lite0")
     common = dict(
@@ -159,6 +160,7 @@ def _bench_training(
         progress=False,
         log_every_n_steps=10,
         precision=precision,
+        augmentation=augmentation,
     )
     idx = lab.indices("all")
     need = batch * (warmup + steps + 1)
@@ -288,6 +290,7 @@ def run_bench_speed(
     precision: str = "32-true",
     archive: bool = True,
     sync_report: bool = False,
+    augmentation: str = "kornia",
 ) -> dict:
     """Time every stage; the sizes default to --quick's or the full run's, each overridable
     (a GPU profile: ``image_size=224, batch_size=256, finetune_batch_size=64, precision="bf16-mixed"``).
@@ -318,6 +321,7 @@ def run_bench_speed(
                 "timed_steps": n_steps,
                 "warmup_steps": warmup,
                 "precision": precision,
+                "augmentation": augmentation,
                 "encoder": "efficientnet-lite0",
                 "quick": quick,
             },
@@ -326,7 +330,9 @@ def run_bench_speed(
         stages = [*((f"pretrain_{t}", t, batch) for t in task_names()), ("finetune", "finetune", ft_batch)]
         if sync_report:
             for key, kind, b in stages:
-                result[key] = r = _bench_training(kind, lab, size, b, n_steps, warmup, tmp, precision, syncs=True)
+                result[key] = r = _bench_training(
+                    kind, lab, size, b, n_steps, warmup, tmp, precision, syncs=True, augmentation=augmentation
+                )
                 print(f"{key:26s} {r['syncs_per_step']:6.2f} syncs/step   {r['sync_sites']}", flush=True)
             (folder / "syncs.json").write_text(json.dumps(result, indent=2))
             print(f"wrote {folder / 'syncs.json'}")
@@ -334,7 +340,9 @@ def run_bench_speed(
         result["loader"] = _bench_loader(lab, size, 2 if quick else 3, ft_batch)
         for key, kind, b in stages:
             print(f"timing {kind} ...", flush=True)
-            result[key] = _bench_training(kind, lab, size, b, n_steps, warmup, tmp, precision)
+            result[key] = _bench_training(
+                kind, lab, size, b, n_steps, warmup, tmp, precision, augmentation=augmentation
+            )
         result["inference"] = _bench_inference(lab, ft_batch * 4)
         if archive:
             with zipfile.ZipFile(sample_unlabeled()) as zf:

@@ -122,7 +122,10 @@ class EncoderFinetuneModule(pl.LightningModule):
         super().__init__()
         self.model = model
         self.cfg = cfg
-        self.pipeline = ImagePipeline(normalization, train_augment(cfg.image_size) if cfg.augment else None)
+        fused = cfg.augmentation == "fused"
+        self.pipeline = ImagePipeline(
+            normalization, train_augment(cfg.image_size, fused=fused) if cfg.augment else None
+        )
         self.steps_per_epoch = steps_per_epoch
         self.val_history: list[dict] = []  # one row per validation epoch, for metrics.json
         if cfg.linear_probe:  # frozen before any DDP wrapper is built, so DDP never waits for its gradients

@@ -89,6 +89,7 @@ class PretextTask(nn.Module):
         self.settings.check(cfg)
         self.image_size = int(cfg.image_size or 128)
         self.augment = bool(cfg.augment)
+        self.fused = getattr(cfg, "augmentation", "kornia") == "fused"  # the recipes as one warp (data/fused.py)
         self.pipeline = ImagePipeline(encoder_spec(cfg.encoder).normalization)
 
     @classmethod
@@ -169,7 +170,7 @@ class TwoViewTask(PretextTask):
     def __init__(self, encoder: nn.Module, cfg) -> None:
         super().__init__(encoder, cfg)
         s = self.settings
-        self.views_augment = two_view_augment(self.image_size, s.min_scale, s.blur)
+        self.views_augment = two_view_augment(self.image_size, s.min_scale, s.blur, fused=self.fused)
         self.feature_dim = feature_dim(encoder)
 
     def draw(self, x, generator=None):

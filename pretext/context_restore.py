@@ -114,7 +114,7 @@ class ContextRestoreTask(PretextTask):
         self.unet.encoder = encoder  # one encoder, shared with the rest of ssl-derm
         s = self.settings
         self.swaps, self.patch_size, self.corrupted_weight = s.swaps, s.patch_size, s.corrupted_weight
-        self.augment_views = train_augment(self.image_size) if self.augment else None
+        self.augment_views = train_augment(self.image_size, fused=self.fused) if self.augment else None
 
     def patch_for(self, size: int) -> int:
         return self.patch_size or max(4, size // 10)

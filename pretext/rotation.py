@@ -160,7 +160,7 @@ class RotationTask(PretextTask):
         self.register_buffer("angles", self.warp.angles.clone(), persistent=False)
         self.head = nn.Linear(feature_dim(encoder), len(s.angles))
         # keeps "up": no vertical flip, no rotation, square crops (see train_augment)
-        self.upright = train_augment(self.image_size, preserve_up=True) if self.augment else None
+        self.upright = train_augment(self.image_size, preserve_up=True, fused=self.fused) if self.augment else None
 
     def draw(self, x, generator=None):
         params = {"warp": self.warp.draw(x, generator)}

@@ -73,6 +73,9 @@ class EngineConfig:
     seed: int = setting(0, data=True)
     split_fractions: tuple[float, float, float] = setting((0.7, 0.15, 0.15), data=True)
     augment: bool = True
+    # kornia: the recipes as a chain of kornia ops; fused: the same recipes as one warp, one colour
+    # map and one blur per batch (ssl_derm/data/fused.py), for GPUs whose host would wait on kornia
+    augmentation: str = setting("kornia", key_if_set=True)
     accelerator: str = "auto"
     devices: str = "auto"
     num_nodes: int = 1
@@ -91,6 +94,8 @@ class EngineConfig:
         _check_positive(self, "lr", strict=True)
         if self.image_size is not None and (self.image_size < 32 or self.image_size % 32):
             raise UserError(f"image_size={self.image_size}: must be a multiple of 32 and >= 32 (e.g. 96, 128, 224)")
+        if self.augmentation not in ("kornia", "fused"):
+            raise UserError(f"augmentation={self.augmentation!r}: choose kornia or fused")
         if self.data_on_device not in ("auto", "on", "off"):
             raise UserError(f"data_on_device={self.data_on_device!r}: choose auto, on or off")
         if self.resize not in ("crop", "squash"):

@@ -31,6 +31,12 @@ def add(sub) -> None:
         help="32-true (default), bf16-mixed, 16-mixed (GPU); the plain loop autocasts (and scales) alike",
     )
     p.add_argument(
+        "--augmentation",
+        default="kornia",
+        choices=["kornia", "fused"],
+        help="the augmentation recipes every training stage uses: kornia (default) or fused",
+    )
+    p.add_argument(
         "--no-archive-probe",
         dest="archive",
         action="store_false",

@@ -57,6 +57,12 @@ def engine_flags(p: argparse.ArgumentParser, command: str, data_help: str, cls: 
     m.add_argument("--epochs", type=int, help=f"default {default(cls, 'epochs')}")
     m.add_argument("--max-steps", dest="max_steps", type=int, help="stop after this many steps (overrides epochs)")
     m.add_argument("--lr", type=float, help=f"learning rate (AdamW, warm-up + cosine; default {default(cls, 'lr')})")
+    m.add_argument(
+        "--augmentation",
+        choices=["kornia", "fused"],
+        help="kornia (default): the augmentation recipes as kornia ops; fused: the same recipes as one warp "
+        "and one colour map per batch, much less host work per step on a GPU (not yet the default)",
+    )
     h = p.add_argument_group("hardware (Lightning)")
     h.add_argument("--accelerator", help=f"{default(cls, 'accelerator')} (default), cpu, gpu")
     h.add_argument("--devices", help=f"{default(cls, 'devices')} (default) or a count; >1 runs DDP")

@@ -76,8 +76,10 @@ def _colour(strength: float = 1.0) -> nn.Module:
     return K.ColorJitter(brightness=0.2 * strength, contrast=0.2 * strength, saturation=0.15 * strength, hue=0.0, p=0.8)
 
 
-def train_augment(size: int, preserve_up: bool = False, colour: bool = True) -> Augment:
+def train_augment(size: int, preserve_up: bool = False, colour: bool = True, fused: bool = False) -> Augment:
     """Random resized crop, flips, random rotation and colour jitter (fine-tuning, context restoration).
+    ``fused``: the same recipe as one warp, one colour map (``fused.fused_train_augment``; the
+    ``augmentation=fused`` setting).
 
     ``preserve_up=True`` is for tasks whose labels are orientations (rotation
     prediction): no vertical flip (a vertical flip is a 180 degree rotation of a
@@ -86,6 +88,10 @@ def train_augment(size: int, preserve_up: bool = False, colour: bool = True) -> 
     aspect ratio resized to a square stretches the image along its axes, and the
     axis of that stretch turns with the rotation label: a shortcut).
     """
+    if fused:
+        from ssl_derm.data.fused import fused_train_augment
+
+        return fused_train_augment(size, preserve_up, colour)
     ratio = (1.0, 1.0) if preserve_up else (0.8, 1.25)
     ops: list[nn.Module] = [
         K.RandomResizedCrop((size, size), scale=(0.6, 1.0), ratio=ratio),
@@ -98,12 +104,16 @@ def train_augment(size: int, preserve_up: bool = False, colour: bool = True) -> 
     return Augment(*ops)
 
 
-def two_view_augment(size: int, min_scale: float = 0.2, blur: float = 0.5) -> Augment:
+def two_view_augment(size: int, min_scale: float = 0.2, blur: float = 0.5, fused: bool = False) -> Augment:
     """One view of the two-view (contrastive, self-distillation) recipe, after SimCLR's,
     adapted for dermoscopy: crops of 20-100% of the image (SimCLR's 8% often holds no
     lesion), flips and rotations by any angle (a lesion has no "up"), a stronger
     brightness/contrast/saturation jitter but no hue jitter and no grayscale (colour
-    is diagnostic), Gaussian blur with probability ``blur``."""
+    is diagnostic), Gaussian blur with probability ``blur``. ``fused``: as ``train_augment``."""
+    if fused:
+        from ssl_derm.data.fused import fused_two_view_augment
+
+        return fused_two_view_augment(size, min_scale, blur)
     kernel = max(3, (size // 10) | 1)
     ops: list[nn.Module] = [
         K.RandomResizedCrop((size, size), scale=(min_scale, 1.0), ratio=(0.75, 1.333)),

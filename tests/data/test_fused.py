@@ -134,3 +134,34 @@ def test_the_batched_blur_is_kornias_per_image():
     for i in (0, 2):
         ref = gaussian_blur2d(x[i : i + 1], (5, 5), (float(sigma[i]), float(sigma[i])), border_type="reflect")
         assert torch.allclose(out[i], ref[0], atol=1e-5)
+
+
+def test_the_augmentation_setting_picks_the_fused_recipes():
+    assert isinstance(train_augment(64, fused=True), FusedAugment)
+    assert isinstance(two_view_augment(64, 0.5, 0.0, fused=True), FusedAugment)
+    assert not isinstance(train_augment(64), FusedAugment)  # kornia stays the default
+
+
+@pytest.mark.parametrize("task", ["rotation", "context_restore", "simclr"])
+def test_pretraining_runs_with_the_fused_recipes(tmp_path, task):
+    """Every kind of view a task makes (upright + warp, augmented + corrupted, two views)."""
+    from ssl_derm.cli import main
+
+    out = tmp_path / task
+    args = ["pretrain", "--task", task, "--init", "imagenet", "--out", str(out), "--max-steps", "2"]
+    args += ["--image-size", "64", "--batch-size", "8", "--no-progress", "--augmentation", "fused"]
+    assert main(args) == 0
+    ckpt = torch.load(out / "ssl.ckpt", map_location="cpu", weights_only=True)
+    assert ckpt["config"]["augmentation"] == "fused"
+
+
+@pytest.mark.parametrize("target", ["classification", "segmentation"])
+def test_fine_tuning_runs_with_the_fused_recipe(tmp_path, target):
+    """Classification, and segmentation, whose masks take the same warp."""
+    from ssl_derm.cli import main
+
+    out = tmp_path / target
+    args = ["finetune", "--target", target, "--out", str(out), "--max-steps", "2", "--image-size", "64"]
+    args += ["--batch-size", "8", "--no-progress", "--init", "imagenet", "--augmentation", "fused"]
+    assert main(args) == 0
+    assert (out / "metrics.json").is_file()
