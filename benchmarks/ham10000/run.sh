@@ -35,7 +35,8 @@
 # benchmarks/ham10000/state for cpu, benchmarks/ham10000/gpu/state for gpu; commit it) after
 # every stage and every 10 minutes, and restored from it first. A checkpoint needed again
 # (probe, chosen init) is pretrained again, deterministically, and must match its recorded
-# fingerprint; a finished fine-tuning run is never redone (its run_key records its settings
+# fingerprint (with the same number of torch threads: OMP_NUM_THREADS, 2 unless set, as the v2
+# CPU runs had; 1 and 2 threads give different weights); a finished fine-tuning run is never redone (its run_key records its settings
 # and its init's weights).
 #
 # Profiles (beside this script: configs/pretrain/ham10000_PROFILE.yaml,
@@ -52,6 +53,7 @@
 #   EXTRA="--max-steps 2 --set min_steps=0 --select-grid encoder_lr=0.0003,0.001" \
 #   benchmarks/ham10000/run.sh cpu runs/protocol-sample
 set -euo pipefail
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}  # the CPU's results depend on the thread count
 PROFILE=${1:-cpu}
 OUT=${2:-runs/ham10000_$PROFILE}
 DATA=${DATA:-../shared/data/ham10000}

@@ -59,7 +59,7 @@ for run in $RUNS; do
       "$dir/ssl.ckpt" > "$dir/encoder_sha256"
     prev=0; [ -f "$dir/wall_s" ] && prev=$(cat "$dir/wall_s")
     echo $(( prev + $(date +%s) - start )) > "$dir/wall_s"
-    echo "steps=$steps batch=64 lr=0.0003 size=96" > "$dir/DONE"
+    echo "steps=$steps batch=64 lr=0.0003 size=96 threads=${OMP_NUM_THREADS:-default}" > "$dir/DONE"
     stamp "pretrained $name ($(cat "$dir/wall_s") s)"
   fi
   if [ ! -f "$OUT/probe_cache/$name.json" ]; then

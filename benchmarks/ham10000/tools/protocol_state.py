@@ -5,8 +5,8 @@ A CPU profile of the HAM10000 protocol takes longer than one working session, an
 session's run folder does not outlive it. What a later session needs to go on is small:
 the split, each pretraining run's settings and wall time, the screening tables, and each
 fine-tuning run's metrics.json, test predictions and config. Checkpoints, TensorBoard
-logs and caches are left behind (pretraining is deterministic on a CPU with a fixed seed,
-so a checkpoint that is needed again is pretrained again and its encoder is checked
+logs and caches are left behind (pretraining is deterministic on a CPU with a fixed seed and
+a fixed number of torch threads: 1 and 2 threads give different weights; so a checkpoint that is needed again is pretrained again and its encoder is checked
 against the recorded fingerprint; a fine-tuning run with metrics.json is never rerun).
 
     python benchmarks/ham10000/tools/protocol_state.py save OUT STATE      # after a chunk: then commit STATE
