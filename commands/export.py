@@ -76,8 +76,9 @@ from ssl_derm.encoders import feature_dim, pooled_features
 from ssl_derm.errors import UserError
 from ssl_derm.finetune.classifier import TwoStageHead
 
-FORMATS = ("torchscript", "onnx", "safetensors")
+FORMATS = ("torchscript", "onnx", "safetensors", "init")
 TOLERANCE = 1e-4
+HALF_TOLERANCE = 0.05  # --half: pooled features (ReLU6, up to 6) after rounding the weights to fp16
 ONNX_MODULES = ("onnx", "onnxruntime", "onnxscript")
 # ssl-derm encoder name -> (library, model name) of the plain architecture
 ARCHITECTURES = {
@@ -123,8 +124,11 @@ def _linear(head: nn.Module) -> nn.Linear:
     raise UserError(f"export: unknown classifier head {type(head).__name__}")
 
 
-def _module(loaded: LoadedModel) -> nn.Module:
-    return (loaded.classifier if loaded.classifier is not None else PooledFeatures(loaded.encoder)).eval()
+def _module(loaded: LoadedModel, fmt: str = "") -> nn.Module:
+    """The exported function: the classifier of a model.ckpt, else (and for ``init``) the encoder."""
+    if loaded.classifier is not None and fmt != "init":
+        return loaded.classifier.eval()
+    return PooledFeatures(loaded.encoder).eval()
 
 
 def _example(size: int, batch: int, seed: int) -> torch.Tensor:
@@ -271,6 +275,21 @@ def _write_safetensors(loaded: LoadedModel, path: Path, check: torch.Tensor, inf
     return run_plain(loaded, path, check)
 
 
+# ---------------------------------------------------------------- an encoder file for --init
+
+
+def _write_init(loaded: LoadedModel, path: Path, check: torch.Tensor, half: bool) -> torch.Tensor:
+    """The checkpoint's encoder and its record of seen images as an encoder file, read back as
+    ``--init`` reads it (``load_checkpoint``) and run on ``check``."""
+    from ssl_derm.checkpoint import write_encoder_file
+    from ssl_derm.encoders import build_encoder
+
+    write_encoder_file(loaded.ckpt, path, half=half)
+    back = build_encoder(loaded.ckpt["encoder_name"], path).eval()
+    with torch.no_grad():
+        return pooled_features(back, check)
+
+
 def _onnx_available() -> None:
     missing = [m for m in ONNX_MODULES if importlib.util.find_spec(m) is None]
     if missing:
@@ -301,11 +320,16 @@ def _temporary(path: Path) -> Path:
     return path.with_name(f".{path.name}.{os.getpid()}.tmp")
 
 
-def run_export(checkpoint: str, fmt: str, out: str, overwrite: bool = False) -> dict:
+def run_export(checkpoint: str, fmt: str, out: str, overwrite: bool = False, half: bool = False) -> dict:
     """Export ``checkpoint`` as ``fmt`` to ``out`` (+ ``out.json``); return the sidecar's content
-    with ``file``, ``sidecar`` and the check's ``max_abs_diff``."""
+    with ``file``, ``sidecar`` and the check's ``max_abs_diff``. ``init``: an encoder file that
+    ``--init`` takes (``half``: fp16 weights)."""
     if fmt not in FORMATS:
         raise UserError(f"--format {fmt!r}: choose {', '.join(FORMATS)}")
+    if half and fmt != "init":
+        raise UserError("--half rounds an encoder file's weights to fp16: it goes with --format init")
+    if fmt == "init" and Path(out).suffix != ".safetensors":
+        raise UserError(f"--out {out}: an encoder file ends in .safetensors (ssl-derm reads it by that suffix)")
     if checkpoint in ("random", "imagenet") or not _checkpoint_file(checkpoint).is_file():
         raise UserError(
             f"--checkpoint {checkpoint}: no such file; export needs a model.ckpt (ssl-derm finetune) "
@@ -318,8 +342,8 @@ def run_export(checkpoint: str, fmt: str, out: str, overwrite: bool = False) -> 
         _onnx_available()
     loaded = load_model(checkpoint)
     library, arch = _architecture(loaded)
-    module = _module(loaded)
-    output = _output_kind(loaded)
+    module = _module(loaded, fmt)
+    output = "pooled_features" if fmt == "init" else _output_kind(loaded)
     size = loaded.image_size
     example, check = _example(size, 2, 0), _example(size, 3, 1)  # two batch sizes: the batch axis stays free
     with torch.no_grad():
@@ -327,7 +351,7 @@ def run_export(checkpoint: str, fmt: str, out: str, overwrite: bool = False) -> 
     info = {
         "format": fmt,
         "file": out_path.name,
-        "task": "classifier" if loaded.classifier is not None else "encoder",
+        "task": "classifier" if loaded.classifier is not None and fmt != "init" else "encoder",
         "source_checkpoint": str(checkpoint),
         "source_task": loaded.ckpt["task"],
         "encoder": loaded.ckpt["encoder_name"],
@@ -345,8 +369,8 @@ def run_export(checkpoint: str, fmt: str, out: str, overwrite: bool = False) -> 
             "normalisation": "RGB scaled to [0, 1], then (x - mean) / std per channel",
         },
         "output": output,
-        "output_shape": ["batch", len(loaded.classes) if loaded.classes else feature_dim(loaded.encoder)],
-        "class_names": loaded.classes,
+        "output_shape": ["batch", feature_dim(loaded.encoder) if output == "pooled_features" else len(loaded.classes)],
+        "class_names": loaded.classes if output != "pooled_features" else None,
         "ssl_derm_version": __version__,
         "torch_version": str(torch.__version__),
     }
@@ -354,6 +378,12 @@ def run_export(checkpoint: str, fmt: str, out: str, overwrite: bool = False) -> 
         info["two_stage_first_class"] = loaded.classes[loaded.classifier.head.first]
     if fmt == "safetensors":
         info["load"] = load_snippet(loaded, out_path.name)
+    if fmt == "init":
+        seen = loaded.ckpt["seen_images"]
+        info["precision"] = "fp16" if half else "fp32"
+        info["seen_images"] = len(seen["sha1"])
+        info["init_chain"] = loaded.ckpt.get("init_chain") or loaded.ckpt["task"]
+        info["load"] = f"ssl-derm finetune --init {out_path.name} ...  (or benchmark --inits ...,{out_path.name})"
     if fmt == "onnx":
         import onnxruntime
 
@@ -371,22 +401,26 @@ def run_export(checkpoint: str, fmt: str, out: str, overwrite: bool = False) -> 
         elif fmt == "onnx":
             got = _write_onnx(module, tmp, example, check, output)
             info["onnx_opset"] = _opset(tmp)
+        elif fmt == "init":
+            got = _write_init(loaded, tmp.with_suffix(".safetensors"), check, half)
+            tmp.with_suffix(".safetensors").replace(tmp)
         else:
             got = _write_safetensors(loaded, tmp, check, info)
         diff = float((got.float() - expected.float()).abs().max())
-        if not diff <= TOLERANCE:
+        tolerance = HALF_TOLERANCE if half else TOLERANCE
+        if not diff <= tolerance:
             raise UserError(
-                f"export check failed: the {fmt} model differs from ssl-derm by {diff:.2e} (> {TOLERANCE:g}) "
+                f"export check failed: the {fmt} model differs from ssl-derm by {diff:.2e} (> {tolerance:g}) "
                 f"on a test batch; nothing written"
             )
-        info["check"] = {"max_abs_diff": diff, "tolerance": TOLERANCE, "batch": list(check.shape)}
+        info["check"] = {"max_abs_diff": diff, "tolerance": tolerance, "batch": list(check.shape)}
         tmp_sidecar = _temporary(sidecar)
         tmp_sidecar.write_text(json.dumps(info, indent=2) + "\n")
         os.replace(tmp, out_path)
         os.replace(tmp_sidecar, sidecar)
         done = True
     finally:
-        for t in (tmp, _temporary(sidecar)):
+        for t in (tmp, tmp.with_suffix(".safetensors"), _temporary(sidecar)):
             t.unlink(missing_ok=True)
         for folder in [] if done else new_folders:  # a failed export leaves no empty folder behind
             with contextlib.suppress(OSError):

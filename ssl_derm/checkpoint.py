@@ -8,6 +8,11 @@ fingerprints of every image that shaped the weights, along the whole
 ``--init`` chain, so that no later command evaluates on one of them
 (``ssl_derm.data.leaks``).  Format 2 added that record; a format-1 file cannot
 prove what it saw and is refused.
+
+An **encoder file** (``.safetensors``, ``write_encoder_file``; ``ssl-derm export --format init``)
+holds an encoder and the same record, without the task's heads or any optimiser state, and
+loads like a checkpoint wherever an ``--init`` is taken. The encoders shipped with ssl-derm
+(``ssl_derm/weights/``) are such files, named by their stem: ``--init NAME`` works offline.
 """
 
 from __future__ import annotations
@@ -25,6 +30,9 @@ from ssl_derm.files import atomic_write
 
 FORMAT = "ssl-derm"
 FORMAT_VERSION = 2
+ENCODER_FORMAT = "ssl-derm-encoder"  # an encoder file's metadata "format"
+SHIPPED = Path(__file__).parent / "weights"  # the encoders shipped with ssl-derm, by file stem
+CARRIED = ("encoder_name", "image_size", "normalization", "task", "config", "versions", "init_chain", "global_step")
 REQUIRED = (
     "format",
     "format_version",
@@ -93,15 +101,91 @@ def save_checkpoint(
     return atomic_save(ckpt, path)
 
 
-def load_checkpoint(path: str | Path, expect_encoder: str | None = None) -> dict[str, Any]:
-    """Load and validate a checkpoint, naming what is wrong in one line."""
-    path = Path(path)
-    if path.is_dir() and (path / "ssl.ckpt").is_file():
-        path = path / "ssl.ckpt"
-    if not path.is_file():
-        raise UserError(f"checkpoint not found: {path} (expected random, imagenet or a .ckpt path)")
+def shipped_encoders() -> dict[str, Path]:
+    """The encoders shipped with ssl-derm: name (file stem) -> encoder file."""
+    return {p.stem: p for p in sorted(SHIPPED.glob("*.safetensors"))}
+
+
+def checkpoint_file(init: str | Path) -> Path:
+    """The file behind an init: a shipped encoder's name, a run folder (its ``ssl.ckpt``), or a path."""
+    shipped = shipped_encoders().get(str(init))
+    if shipped is not None:
+        return shipped
+    path = Path(init)
+    return path / "ssl.ckpt" if path.is_dir() and (path / "ssl.ckpt").is_file() else path
+
+
+def is_checkpoint(init: str | Path) -> bool:
+    """Whether ``init`` names weights on this machine (not random or imagenet): a file or a shipped name."""
+    return str(init) not in ("random", "imagenet") and checkpoint_file(init).is_file()
+
+
+def write_encoder_file(ckpt: dict[str, Any], path: str | Path, half: bool = False) -> Path:
+    """An encoder file of checkpoint ``ckpt``: its encoder (fp16 with ``half``), its record of
+    seen images and what rebuilds the encoder (``CARRIED``); no heads, no optimiser state."""
+    import json
+
+    from safetensors.torch import save_file
+
+    tensors = {
+        f"encoder.{k}": (v.half() if half and v.is_floating_point() else v).detach().cpu().contiguous()
+        for k, v in ckpt["encoder_state_dict"].items()
+    }
+    seen = ckpt["seen_images"]
+    tensors["seen_images.thumbs"] = seen["thumbs"].contiguous()
+    meta = {
+        "format": ENCODER_FORMAT,
+        "format_version": str(FORMAT_VERSION),
+        "carried": json.dumps({k: ckpt[k] for k in CARRIED if k in ckpt}),
+        "seen_images": json.dumps({"names": list(seen["names"]), "sha1": list(seen["sha1"])}),
+        "precision": "fp16" if half else "fp32",
+    }
+    return atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=meta))
+
+
+def _read_encoder_file(path: Path) -> dict[str, Any]:
+    """An encoder file as a checkpoint dict (``encoder_state_dict`` in fp32)."""
+    import json
+
+    from safetensors import SafetensorError, safe_open
+
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open has no iterator)
+    except (SafetensorError, OSError, ValueError) as e:
+        raise UserError(f"{path}: not a readable encoder file ({str(e)[:100]})") from None
+    if meta.get("format") != ENCODER_FORMAT:
+        raise UserError(f"{path}: a safetensors file, but not an ssl-derm encoder file (no format: {ENCODER_FORMAT!r})")
+    if meta.get("format_version") != str(FORMAT_VERSION):
+        raise UserError(f"{path}: unsupported encoder file format_version {meta.get('format_version')!r}")
+    try:
+        seen = json.loads(meta["seen_images"])
+        carried = json.loads(meta["carried"])
+    except (KeyError, json.JSONDecodeError):
+        raise UserError(f"{path}: its record of the images it was trained on is missing or unreadable") from None
+    encoder = {k.removeprefix("encoder."): v.float() for k, v in tensors.items() if k.startswith("encoder.")}
+    seen["thumbs"] = tensors.get("seen_images.thumbs", torch.zeros((0, 1024), dtype=torch.int8))
+    return {"format": FORMAT, "format_version": FORMAT_VERSION, **carried, "encoder_state_dict": encoder,
+            "seen_images": seen, "encoder_file": meta}  # fmt: skip
+
+
+def load_checkpoint(path: str | Path, expect_encoder: str | None = None) -> dict[str, Any]:
+    """Load and validate a checkpoint (or an encoder file, or a shipped encoder's name), naming
+    what is wrong in one line."""
+    path = checkpoint_file(path)
+    if not path.is_file():
+        shipped = ", ".join(shipped_encoders()) or "none"
+        raise UserError(
+            f"checkpoint not found: {path} (expected random, imagenet, a .ckpt or encoder .safetensors path, "
+            f"or a shipped encoder: {shipped})"
+        )
+    try:
+        ckpt = (
+            _read_encoder_file(path)
+            if path.suffix == ".safetensors"
+            else torch.load(path, map_location="cpu", weights_only=True)
+        )
     except pickle.UnpicklingError as e:
         msg = str(e).split("\n")[0][:120]
         raise UserError(f"{path}: refused, not a plain-tensor checkpoint (it would need to run code: {msg})") from None

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ssl_derm.checkpoint import init_name
+from ssl_derm.checkpoint import init_name, is_checkpoint
 from ssl_derm.errors import UserError
 from ssl_derm.files import safe_name
 
@@ -19,7 +19,7 @@ def slug(name: str) -> str:
 def recorded_init_name(init: str, runs: Path) -> str:
     """``init_name`` of ``init``, or when its checkpoint is gone (a benchmark's committed state),
     the name its finished runs under ``runs`` recorded (``metrics.json``'s ``init_name``)."""
-    if init in ("random", "imagenet") or Path(init).exists():
+    if init in ("random", "imagenet") or is_checkpoint(init):
         return init_name(init)
     for metrics in sorted(runs.glob("*/*/**/metrics.json")):
         m = json.loads(metrics.read_text())

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ssl_derm.checkpoint import init_name
+from ssl_derm.checkpoint import init_name, is_checkpoint
 from ssl_derm.config import FinetuneConfig
 from ssl_derm.data import BankDataset, ImagePipeline, make_loader
 from ssl_derm.data.identity import ContentIds
@@ -213,7 +213,7 @@ class Segmentation(Target):
         out: list[tuple[str, str, dict]] = []
         for entry in cfg.inits:
             init, decoder = split_variant(entry)
-            if init not in ("random", "imagenet") and not Path(init).exists():
+            if init not in ("random", "imagenet") and not is_checkpoint(init):
                 raise UserError(
                     f"--inits {entry}: no checkpoint {init} (a segmentation benchmark reads each init's checkpoint "
                     "to name it and to find its decoder)"

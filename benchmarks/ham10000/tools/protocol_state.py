@@ -6,8 +6,9 @@ session's run folder does not outlive it. What a later session needs to go on is
 the split, each pretraining run's settings and wall time, the screening tables, and each
 fine-tuning run's metrics.json, test predictions and config. Checkpoints, TensorBoard
 logs and caches are left behind (pretraining is deterministic on a CPU with a fixed seed and
-a fixed number of torch threads: 1 and 2 threads give different weights; so a checkpoint that is needed again is pretrained again and its encoder is checked
-against the recorded fingerprint; a fine-tuning run with metrics.json is never rerun).
+a fixed number of torch threads, 1 and 2 threads giving different weights; so a checkpoint
+that is needed again is pretrained again and its encoder is checked against the recorded
+fingerprint; a fine-tuning run with metrics.json is never rerun).
 
     python benchmarks/ham10000/tools/protocol_state.py save OUT STATE      # after a chunk: then commit STATE
     python benchmarks/ham10000/tools/protocol_state.py restore STATE OUT   # before the next one
