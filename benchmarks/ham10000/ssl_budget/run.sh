@@ -9,13 +9,27 @@
 #   benchmarks/ham10000/ssl_budget/run.sh OUT [STATE]    run RUNS in order, probing each checkpoint
 #   (STATE defaults to the state/ folder beside this script)
 #
-# Resumable: a finished run (DONE) is skipped, a half-done one resumes from its last.ckpt.
+# Resumable: a finished run (DONE) is skipped, a half-done one resumes from its last.ckpt, also
+# on another machine: `run.sh carry OUT [STATE]` copies each unfinished run's last.ckpt to
+# STATE/carry/NAME.last.ckpt (to commit at the end of a session; about 65 MB for MoCo), and a
+# run whose folder lacks one resumes from the carried copy. A finished run's copy is removed.
 # After every run its compact state (config with paths relative to the repository, validation
 # curves, weights fingerprint, wall time, the frozen probe's validation predictions) is copied
 # to STATE, to commit. Validation split only: nothing here scores the test split.
 #
 # Environment: RUNS ("task:steps ..."), DATA, UNLABELED, SPLIT (a gzipped splits.csv), SSL, PY.
 set -euo pipefail
+if [ "${1:-}" = carry ]; then  # carry OUT [STATE]: the unfinished runs' last.ckpt into STATE/carry
+  OUT=${2:?OUT} HERE=$(cd "$(dirname "$0")" && pwd)
+  STATE=${3:-$HERE/state}
+  mkdir -p "$STATE/carry"
+  for last in "$OUT"/pretrain/*/checkpoints/last.ckpt; do
+    dir=$(dirname "$(dirname "$last")")
+    [ -f "$last" ] && [ ! -f "$dir/DONE" ] && cp "$last" "$STATE/carry/$(basename "$dir").last.ckpt" \
+      && echo "carried $(basename "$dir") -> $STATE/carry/$(basename "$dir").last.ckpt"
+  done
+  exit 0
+fi
 OUT=${1:?OUT}
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/../../.." && pwd)
@@ -47,6 +61,10 @@ save() {  # compact state of run $1, paths made relative to the repository root
 for run in $RUNS; do
   task=${run%%:*} steps=${run##*:}
   name="imagenet+${task}_$((steps * 64 / 1000))k" dir="$OUT/pretrain/imagenet+${task}_$((steps * 64 / 1000))k"
+  if [ ! -f "$dir/DONE" ] && [ ! -f "$dir/checkpoints/last.ckpt" ] && [ -f "$STATE/carry/$name.last.ckpt" ]; then
+    mkdir -p "$dir/checkpoints" && cp "$STATE/carry/$name.last.ckpt" "$dir/checkpoints/last.ckpt"
+    stamp "pretrain $name: resuming from the carried last.ckpt"
+  fi
   if [ ! -f "$dir/DONE" ]; then
     again=--overwrite
     [ -f "$dir/checkpoints/last.ckpt" ] && again=--resume
@@ -61,6 +79,7 @@ for run in $RUNS; do
     echo $(( prev + $(date +%s) - start )) > "$dir/wall_s"
     echo "steps=$steps batch=64 lr=0.0003 size=96 threads=${OMP_NUM_THREADS:-default}" > "$dir/DONE"
     stamp "pretrained $name ($(cat "$dir/wall_s") s)"
+    rm -f "$STATE/carry/$name.last.ckpt"  # finished: its copy is no longer needed
   fi
   if [ ! -f "$OUT/probe_cache/$name.json" ]; then
     $PY "$ROOT/benchmarks/ham10000/tools/pretrain_curves.py" "$OUT/pretrain" > /dev/null || true
