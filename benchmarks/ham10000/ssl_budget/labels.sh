@@ -54,8 +54,9 @@ declare -A PART=(
 for name in $PARTS; do
   read -r fractions seeds config <<< "${PART[$name]}"
   CONFIG="$CONFIGS/$config"
-  [ "$name" != low ] && state restore "$V2" "$OUT/$name"
+  # this study's own runs first: restore never overwrites, so a run redone here wins over v2's copy
   [ -d "$STATE/labels/$name" ] && state restore "$STATE/labels/$name" "$OUT/$name"
+  [ "$name" != low ] && state restore "$V2" "$OUT/$name"
   ( while sleep 600; do keep "$name"; done ) &
   saver=$!
   start=$(date +%s)

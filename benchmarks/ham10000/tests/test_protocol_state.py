@@ -98,6 +98,18 @@ def test_save_leaves_the_test_summaries_out_until_asked(state_tool, tmp_path):
     assert kept == ["config.yaml", "confusion_imagenet.png", "paired.csv", "results.csv", "results.md", "verdict.json"]
 
 
+def test_save_leaves_the_summaries_out_of_a_benchmark_folder_saved_itself(state_tool, tmp_path):
+    """OUT may be the benchmark's own --out (ssl_budget/labels.sh saves its parts so)."""
+    bench = _run_folder(tmp_path) / "benchmark"
+    for name in ("results.md", "paired.csv", "intervals.csv", "label_efficiency.png"):
+        (bench / name).write_text('{"test": 0.5}')
+    (bench / "config.yaml").write_text("seeds: 3\n")
+    state = tmp_path / "state"
+    assert state_tool.main(["save", str(bench), str(state)]) == 0
+    assert sorted(p.name for p in state.iterdir() if p.is_file()) == ["config.yaml"]
+    assert (state / "runs/imagenet/fraction1/seed0/metrics.json").is_file()
+
+
 def test_the_state_holds_no_absolute_path_and_restore_gives_them_back(state_tool, tmp_path):
     """A path beside the repository is kept relative to it and made this machine's again on
     restore; one inside it is kept relative to it; other text is left alone."""

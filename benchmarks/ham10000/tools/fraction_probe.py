@@ -25,11 +25,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
 import torch
-from knn_probe import _cache_name, adapt_batchnorm
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import balanced_accuracy_score
 
@@ -41,7 +41,10 @@ from ssl_derm.data.splits import label_fraction
 from ssl_derm.encoders import build_encoder, encoder_spec
 from ssl_derm.finetune.run import table_sha1
 from ssl_derm.pretext.knn import encoder_features
-from ssl_derm.stats import paired_bootstrap
+from ssl_derm.stats import bootstrap_interval, paired_bootstrap
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # knn_probe.py, beside this script
+from knn_probe import _cache_name, adapt_batchnorm  # noqa: E402
 
 STATS = ("stored", "adabn")
 
@@ -56,31 +59,32 @@ def fit_predict(train_x: np.ndarray, train_y: np.ndarray, query_x: np.ndarray, s
     return clf.predict(query_x)
 
 
-def probe_init(init: str, lab, labels: np.ndarray, split: str, fractions, seeds: int, adapt, size: int) -> dict:
+def probe_init(init: str, lab, split: str, fractions, seeds: int, adapt, size: int) -> dict:
     """{stats: {fraction: {seed: predictions on ``split``}}} of one encoder."""
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     pipeline = ImagePipeline(encoder_spec("efficientnet-lite0").normalization).to(device)
+    torch.manual_seed(0)  # random weights are the same whatever was probed before
     encoder = build_encoder("efficientnet-lite0", init).to(device)
-    train_rows, query_rows = lab.indices("train"), lab.indices(split)
+    train_rows, query_rows = lab.indices("train"), lab.indices(split)  # bank rows
+    names, train_y = lab.rows("train")["image"].to_numpy(), lab.targets("train")  # in the same order
     out = {}
     for stats in STATS:
         if stats == "adabn":
             adapt_batchnorm(encoder, lab.bank.gather(adapt), pipeline, device=device)
         train_x = encoder_features(encoder, lab.bank.gather(train_rows), pipeline, device).cpu().numpy()
         query_x = encoder_features(encoder, lab.bank.gather(query_rows), pipeline, device).cpu().numpy()
-        names = lab.table["image"].to_numpy()[train_rows]
         out[stats] = {}
         for fraction in fractions:
             out[stats][str(fraction)] = {}
             for seed in seeds_at(fraction, seeds):
                 sub = label_fraction(lab.table, fraction, seed)
                 keep = np.isin(names, sub.loc[sub["split"] == "train", "image"].to_numpy())
-                pred = fit_predict(train_x[keep], labels[train_rows][keep], query_x, seed)
+                pred = fit_predict(train_x[keep], train_y[keep], query_x, seed)
                 out[stats][str(fraction)][str(seed)] = pred.tolist()
     return out
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", required=True)
     ap.add_argument("--splits", required=True, help="splits.csv of the benchmark")
@@ -92,10 +96,8 @@ def main() -> None:
     ap.add_argument("--adapt", type=int, default=2000, help="training images that re-estimate BatchNorm statistics")
     ap.add_argument("--cache", type=Path, help="folder of per-encoder predictions, reused when current")
     ap.add_argument("--out", help="JSON summary to write")
-    args = ap.parse_args()
-    torch.manual_seed(0)
+    args = ap.parse_args(argv)
     lab = prepare_labeled(args.data, args.image_size, splits=args.splits, progress=False)
-    labels = lab.table["label"].map({c: i for i, c in enumerate(lab.classes)}).to_numpy()
     adapt = np.sort(np.random.default_rng(0).permutation(lab.indices("train"))[: args.adapt])
     settings = {
         "image_size": args.image_size,
@@ -120,17 +122,14 @@ def main() -> None:
                 "name": name,
                 "weights": weights_fingerprint(init),
                 "settings": settings,
-                "predictions": probe_init(
-                    init, lab, labels, args.split, args.fractions, args.seeds, adapt, args.image_size
-                ),
+                "predictions": probe_init(init, lab, args.split, args.fractions, args.seeds, adapt, args.image_size),
             }
             if file:
                 file.parent.mkdir(parents=True, exist_ok=True)
                 file.write_text(json.dumps(record))
         preds[name] = record["predictions"]
         print(name, "probed", flush=True)
-    rows = lab.indices(args.split)
-    y, groups = labels[rows], lab.table["group"].to_numpy()[rows]
+    y, groups = lab.targets(args.split), lab.rows(args.split)["group"].to_numpy()
     ref = _cache_name(args.inits[0])
     results = []
     for stats in STATS:
@@ -142,13 +141,15 @@ def main() -> None:
 
             for name in preds:
                 scores = [balanced_accuracy_score(y, preds[name][stats][str(fraction)][s]) for s in seeds]
+                alone = bootstrap_interval(hits(name), y, groups=groups)
                 row = {
                     "init": name,
                     "bn": stats,
                     "label_fraction": fraction,
                     "seeds": len(seeds),
                     "mean": round(float(np.mean(scores)), 4),
-                    "std": round(float(np.std(scores, ddof=1)) if len(scores) > 1 else 0.0, 4),
+                    "std": round(float(np.std(scores, ddof=1)), 4) if len(scores) > 1 else None,
+                    "ci95": [round(alone["lo"], 4), round(alone["hi"], 4)],
                 }
                 if name != ref:
                     d = paired_bootstrap(hits(name), hits(ref), y, groups=groups)
@@ -158,12 +159,15 @@ def main() -> None:
                 print(row, flush=True)
     if args.out:
         meta = {
-            "scored": f"{args.split} split, {len(rows)} images, {len(np.unique(groups))} lesions",
+            "scored": f"{args.split} split, {len(y)} images, {len(np.unique(groups))} lesions",
             "reference": ref,
-            "interval": "95% bootstrap over lesions and seeds, paired (stats.paired_bootstrap)",
+            "interval": "95% bootstrap over lesions and seeds (over lesions alone at fraction 1.0: one fit); "
+            "differences paired (stats.paired_bootstrap)",
+            "seeds": "the benchmark's reported seeds 0..N-1 (its seed setting is 0): the same label draws",
         }
         Path(args.out).write_text(json.dumps({"meta": meta, "results": results}, indent=2) + "\n")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -112,10 +112,17 @@ def _gzip(src: Path, dst: Path, data: bytes | None = None) -> None:
         z.write(data if data is not None else src.read_bytes())
 
 
-def is_summary(rel: Path) -> bool:
-    """A test summary of the benchmark folder (``benchmark/results.md`` and the like), not a
-    run's own file."""
-    return len(rel.parts) == 2 and rel.parts[0] == "benchmark" and rel.name.startswith(SUMMARY_PREFIXES)
+def is_summary(rel: Path, out: Path | None = None) -> bool:
+    """A test summary of a benchmark folder (``benchmark/results.md`` and the like), not a run's
+    own file: a summary name in ``benchmark/``, or in any folder of ``out`` that is a benchmark
+    folder itself (it holds ``runs/`` and ``config.yaml``: ``OUT`` given as the benchmark's own
+    ``--out``)."""
+    if not rel.name.startswith(SUMMARY_PREFIXES):
+        return False
+    if rel.parent == Path("benchmark"):
+        return True
+    folder = out / rel.parent if out is not None else None
+    return folder is not None and (folder / "runs").is_dir() and (folder / "config.yaml").is_file()
 
 
 def save(out: Path, state: Path, summaries: bool = False) -> int:
@@ -126,7 +133,7 @@ def save(out: Path, state: Path, summaries: bool = False) -> int:
     JSON file that does not parse (caught mid-write) waits for the next save."""
     n = 0
     for rel in kept(out):
-        if is_summary(rel) and not summaries:
+        if is_summary(rel, out) and not summaries:
             continue
         src, dst = out / rel, state / rel
         gz = rel.suffix in (".csv", ".json") and src.stat().st_size > GZIP_ABOVE
