@@ -17,6 +17,7 @@ loads like a checkpoint wherever an ``--init`` is taken. The encoders shipped wi
 
 from __future__ import annotations
 
+import os
 import pickle
 import zipfile
 from pathlib import Path
@@ -140,7 +141,13 @@ def write_encoder_file(ckpt: dict[str, Any], path: str | Path, half: bool = Fals
         "seen_images": json.dumps({"names": list(seen["names"]), "sha1": list(seen["sha1"])}),
         "precision": "fp16" if half else "fp32",
     }
-    return atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=meta))
+    def write(tmp: Path) -> None:
+        save_file(tensors, str(tmp), metadata=meta)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # a file to share: safetensors writes it private (0600)
+
+    return atomic_write(path, write)
 
 
 def _read_encoder_file(path: Path) -> dict[str, Any]:
