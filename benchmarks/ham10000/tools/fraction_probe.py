@@ -33,7 +33,7 @@ import torch
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import balanced_accuracy_score
 
-from ssl_derm.checkpoint import init_seen, weights_fingerprint
+from ssl_derm.checkpoint import init_seen, is_checkpoint, weights_fingerprint
 from ssl_derm.data import ImagePipeline
 from ssl_derm.data.labeled import prepare_labeled
 from ssl_derm.data.leaks import check_unseen
@@ -113,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
         name = _cache_name(init)
         file = cache / f"{name}.json" if cache else None
         record = json.loads(file.read_text()) if file and file.is_file() else None
-        on_disk = init in ("random", "imagenet") or Path(init).exists()
+        on_disk = init in ("random", "imagenet") or is_checkpoint(init)
         if record and (record["settings"] != settings or (on_disk and record["weights"] != weights_fingerprint(init))):
             record = None
         if record is None:
