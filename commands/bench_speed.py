@@ -33,7 +33,7 @@ from ssl_derm.data import BankDataset, ImagePipeline, make_loader, to_float
 from ssl_derm.data.labeled import prepare_labeled
 from ssl_derm.data.sources import sample_unlabeled
 from ssl_derm.encoders import build_encoder, encoder_spec
-from ssl_derm.engine import default_device, make_trainer, place_data, run_dir
+from ssl_derm.engine import default_device, loader_pinning, make_trainer, run_dir
 from ssl_derm.errors import UserError
 from ssl_derm.finetune.classifier import Classifier, FinetuneModule, predict_proba
 from ssl_derm.pretext import build_task, task_names
@@ -183,7 +183,7 @@ def _bench_training(
         cfg = dataclasses.replace(cfg, max_steps=warmup + steps + 1)  # the window ends at the next step's start
     trainer = make_trainer(cfg, out / kind, callbacks=[timer], enable_val=False)
     gpu = torch.cuda.is_available()
-    pin = gpu and not place_data(lab.bank, trainer, cfg.data_on_device)  # as training places it
+    pin = loader_pinning(lab.bank, trainer, cfg.data_on_device)  # as training places it
     trainer.fit(module, make_loader(dataset, batch, shuffle=True, seed=0, drop_last=True, pin_memory=pin))
     if syncs:
         return timer.sync_report()

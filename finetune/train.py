@@ -11,7 +11,7 @@ from ssl_derm.config import FinetuneConfig, to_dict
 from ssl_derm.data.identity import ContentIds
 from ssl_derm.data.labeled import LabeledData
 from ssl_derm.encoders import encoder_spec
-from ssl_derm.engine import pin_memory, place_data
+from ssl_derm.engine import loader_pinning
 from ssl_derm.finetune.run import (
     early_stopping_trainer,
     fit_keep_best,
@@ -39,8 +39,7 @@ def fit_finetune(run: FinetuneRun, resume: bool = False):
     best epoch's weights. Returns the trainer and the best-checkpoint callback."""
     target = TARGETS[run.cfg.target]
     trainer, best = early_stopping_trainer(run.cfg, run.out, run.steps_per_epoch, target.monitor)
-    held = place_data(run.lab.bank, trainer, run.cfg.data_on_device)
-    train_loader, val_loader = target.loaders(run, pin_memory(trainer) and not held)
+    train_loader, val_loader = target.loaders(run, loader_pinning(run.lab.bank, trainer, run.cfg.data_on_device))
     print(target.describe(run))
     fit_keep_best(trainer, best, run.module, train_loader, val_loader, run.out, resume)
     return trainer, best

@@ -16,7 +16,7 @@ from ssl_derm.data.identity import ContentIds
 from ssl_derm.data.labeled import labeled_from_config
 from ssl_derm.data.leaks import check_split_by_content, check_unseen_ids, drop_copies, heldout_ids, write_duplicates
 from ssl_derm.encoders import build_encoder, encoder_spec
-from ssl_derm.engine import make_trainer, open_run, pin_memory, place_data, resume_path
+from ssl_derm.engine import loader_pinning, make_trainer, open_run, resume_path
 from ssl_derm.errors import UserError
 from ssl_derm.pretext import build_task
 from ssl_derm.pretext.knn import knn_data
@@ -142,7 +142,7 @@ def run_pretrain(cfg: PretrainConfig, overwrite: bool = False, resume: bool = Fa
         cfg, out, callbacks=[PortableCheckpoint(out / "ssl.ckpt", meta)], enable_val=n_hold > 0, steps_per_epoch=steps
     )
     module = module.to(memory_format=torch.channels_last)
-    pin = pin_memory(trainer) and not place_data(bank, trainer, cfg.data_on_device)
+    pin = loader_pinning(bank, trainer, cfg.data_on_device)
     train_loader = make_loader(
         BankDataset(bank, train), batch, shuffle=True, seed=cfg.seed, drop_last=True, pin_memory=pin
     )

@@ -141,6 +141,7 @@ def write_encoder_file(ckpt: dict[str, Any], path: str | Path, half: bool = Fals
         "seen_images": json.dumps({"names": list(seen["names"]), "sha1": list(seen["sha1"])}),
         "precision": "fp16" if half else "fp32",
     }
+
     def write(tmp: Path) -> None:
         save_file(tensors, str(tmp), metadata=meta)
         umask = os.umask(0)

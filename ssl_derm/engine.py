@@ -314,10 +314,17 @@ def place_data(bank, trainer: pl.Trainer, setting: str) -> bool:
         free = torch.cuda.mem_get_info(device)[0]
         if size > DEVICE_SHARE * free:
             print(
-                f"the decoded images ({size / 2**30:.2f} GiB) stay in host memory: more than a quarter of "
-                f"{device}'s free {free / 2**30:.1f} GiB (--data-on-device on to force)"
+                f"the decoded images ({size / 2**30:.2f} GiB) stay in host memory: more than {DEVICE_SHARE:.0%} "
+                f"of {device}'s free {free / 2**30:.1f} GiB (--data-on-device on to force)"
             )
             return False
     bank.to_device(device)
     print(f"the decoded images are held on {device} ({size / 2**30:.2f} GiB): batches are indexed there")
     return True
+
+
+def loader_pinning(bank, trainer: pl.Trainer, setting: str) -> bool:
+    """What every training command does before building its loaders: ``place_data``, then
+    whether the loaders should pin their batches (going from host memory to a GPU)."""
+    held = place_data(bank, trainer, setting)
+    return pin_memory(trainer) and not held

@@ -69,11 +69,11 @@ class ImageBank:
         with ``held``, indexed on the device where the bank is held there (``to_device``)."""
         idx = np.asarray(idx, dtype=np.int64)
         if held and field in self.resident:
-            held = self.resident[field]
+            store = self.resident[field]
             rows = torch.from_numpy(idx)
-            if held.is_cuda:  # from pinned memory the copy is queued, not waited for
-                rows = rows.pin_memory().to(held.device, non_blocking=True)
-            return held[rows]
+            if store.is_cuda:  # from pinned memory the copy is queued, not waited for
+                rows = rows.pin_memory().to(store.device, non_blocking=True)
+            return store[rows]
         s = self.image_size
         out = np.empty((len(idx), channels, s, s), np.uint8)
         for p in np.unique(self.part[idx]):

@@ -71,3 +71,11 @@ def test_a_run_with_its_data_held_trains_the_same(tmp_path):
         runs[mode] = {**ckpt["encoder_state_dict"], **{f"head.{k}": v for k, v in ckpt["head_state_dict"].items()}}
     assert runs["on"].keys() == runs["off"].keys()
     assert all(torch.equal(runs["on"][k], runs["off"][k]) for k in runs["off"])
+
+
+def test_pretraining_holds_its_pool_when_told(tmp_path, capsys):
+    """``on`` holds the bank on the CPU too, in pretraining as in fine-tuning (one decision for
+    both: ``engine.loader_pinning``)."""
+    args = ["pretrain", "--task", "rotation", "--init", "imagenet", "--out", str(tmp_path / "pt"), "--max-steps", "2"]
+    assert main([*args, "--image-size", "64", "--batch-size", "8", "--no-progress", "--data-on-device", "on"]) == 0
+    assert "the decoded images are held on cpu" in capsys.readouterr().out
