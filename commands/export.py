@@ -71,6 +71,7 @@ import torch
 from torch import nn
 
 from ssl_derm import __version__
+from ssl_derm.checkpoint import checkpoint_file, is_checkpoint
 from ssl_derm.commands.common import LoadedModel, load_model
 from ssl_derm.encoders import feature_dim, pooled_features
 from ssl_derm.errors import UserError
@@ -299,18 +300,13 @@ def _onnx_available() -> None:
 # ---------------------------------------------------------------- the command
 
 
-def _checkpoint_file(checkpoint: str) -> Path:
-    path = Path(checkpoint)
-    return path / "ssl.ckpt" if path.is_dir() else path
-
-
 def _check_out(out: Path, sidecar: Path, checkpoint: str, overwrite: bool) -> None:
     for path in (out, sidecar):
         if path.is_dir():
             raise UserError(f"--out {out}: {path} is a folder; give the file to write, e.g. {path / 'model.onnx'}")
         if path.exists() and not overwrite:
             raise UserError(f"--out {out}: {path} exists; pass --overwrite to replace it")
-        if path.exists() and path.resolve() == _checkpoint_file(checkpoint).resolve():
+        if path.exists() and path.resolve() == checkpoint_file(checkpoint).resolve():
             raise UserError(f"--out {out}: would replace the checkpoint {checkpoint} itself")
     if out.parent.exists() and not out.parent.is_dir():
         raise UserError(f"--out {out}: {out.parent} is not a folder")
@@ -330,7 +326,7 @@ def run_export(checkpoint: str, fmt: str, out: str, overwrite: bool = False, hal
         raise UserError("--half rounds an encoder file's weights to fp16: it goes with --format init")
     if fmt == "init" and Path(out).suffix != ".safetensors":
         raise UserError(f"--out {out}: an encoder file ends in .safetensors (ssl-derm reads it by that suffix)")
-    if checkpoint in ("random", "imagenet") or not _checkpoint_file(checkpoint).is_file():
+    if not is_checkpoint(checkpoint):
         raise UserError(
             f"--checkpoint {checkpoint}: no such file; export needs a model.ckpt (ssl-derm finetune) "
             "or an ssl.ckpt (ssl-derm pretrain)"
