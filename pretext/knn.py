@@ -68,13 +68,18 @@ def knn_predictions(bank: torch.Tensor, query: torch.Tensor, knn: dict, k: int) 
     return knn_predict(query, bank.T, labels, num_classes=len(knn["classes"]), knn_k=k)[:, 0].cpu().numpy()
 
 
-def linear_probe_predictions(bank: torch.Tensor, query: torch.Tensor, knn: dict, seed: int = 0) -> np.ndarray:
-    """A class-balanced logistic regression fitted on the bank's features, applied to the queries."""
+def linear_probe(train_x: np.ndarray, train_y: np.ndarray, query_x: np.ndarray, seed: int = 0) -> np.ndarray:
+    """A class-balanced logistic regression fitted on ``train_x`` features, applied to ``query_x``."""
     from sklearn.linear_model import LogisticRegression
 
     clf = LogisticRegression(C=1.0, class_weight="balanced", max_iter=2000, random_state=seed)
-    clf.fit(bank.cpu().numpy(), knn["bank_labels"].numpy())
-    return clf.predict(query.cpu().numpy())
+    clf.fit(train_x, train_y)
+    return clf.predict(query_x)
+
+
+def linear_probe_predictions(bank: torch.Tensor, query: torch.Tensor, knn: dict, seed: int = 0) -> np.ndarray:
+    """``linear_probe`` fitted on the bank's features, applied to the queries."""
+    return linear_probe(bank.cpu().numpy(), knn["bank_labels"].numpy(), query.cpu().numpy(), seed)
 
 
 def knn_balanced_accuracy(encoder: nn.Module, knn: dict, pipeline: ImagePipeline, k: int, device) -> float:

@@ -30,7 +30,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import balanced_accuracy_score
 
 from ssl_derm.checkpoint import init_seen, is_checkpoint, weights_fingerprint
@@ -40,7 +39,7 @@ from ssl_derm.data.leaks import check_unseen
 from ssl_derm.data.splits import label_fraction
 from ssl_derm.encoders import build_encoder, encoder_spec
 from ssl_derm.finetune.run import table_sha1
-from ssl_derm.pretext.knn import encoder_features
+from ssl_derm.pretext.knn import encoder_features, linear_probe
 from ssl_derm.stats import bootstrap_interval, paired_bootstrap
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # knn_probe.py, beside this script
@@ -51,12 +50,6 @@ STATS = ("stored", "adabn")
 
 def seeds_at(fraction: float, seeds: int) -> list[int]:
     return [0] if fraction >= 1 else list(range(seeds))
-
-
-def fit_predict(train_x: np.ndarray, train_y: np.ndarray, query_x: np.ndarray, seed: int) -> np.ndarray:
-    clf = LogisticRegression(C=1.0, class_weight="balanced", max_iter=2000, random_state=seed)
-    clf.fit(train_x, train_y)
-    return clf.predict(query_x)
 
 
 def probe_init(init: str, lab, split: str, fractions, seeds: int, adapt, size: int) -> dict:
@@ -79,7 +72,7 @@ def probe_init(init: str, lab, split: str, fractions, seeds: int, adapt, size: i
             for seed in seeds_at(fraction, seeds):
                 sub = label_fraction(lab.table, fraction, seed)
                 keep = np.isin(names, sub.loc[sub["split"] == "train", "image"].to_numpy())
-                pred = fit_predict(train_x[keep], train_y[keep], query_x, seed)
+                pred = linear_probe(train_x[keep], train_y[keep], query_x, seed)  # the v2 screen's probe
                 out[stats][str(fraction)][str(seed)] = pred.tolist()
     return out
 
