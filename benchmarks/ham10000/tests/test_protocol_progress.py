@@ -65,3 +65,22 @@ def test_progress_lists_every_run_from_validation_fields_only(tool, tmp_path, ca
 def test_progress_of_an_empty_folder_says_so(tool, tmp_path, capsys):
     assert tool.main([str(tmp_path)]) == 2
     assert "no finished run" in capsys.readouterr().err
+
+
+def test_seeds_summary_counts_each_seed_once_at_its_longest_budget(tool, tmp_path, capsys):
+    runs = tmp_path / "runs"
+    files = {
+        "random/fraction1/seed0/metrics.json": _metrics(20, 20, 20, 0.40),  # kept its last epoch
+        "random/fraction1/seed0/budget_x2/metrics.json": _metrics(17, 21, 40, 0.50),  # this one counts
+        "random/fraction1/seed1/metrics.json": _metrics(12, 16, 20, 0.60),
+        "random/fraction1/select/encoder_lr=0.001_freeze_epochs=0/metrics.json": _metrics(9, 13, 20, 0.99),
+        "imagenet/fraction0.03/seed4/metrics.json": _metrics(9, 13, 20, 0.30),
+    }
+    for rel, m in files.items():
+        (runs / rel).parent.mkdir(parents=True, exist_ok=True)
+        (runs / rel).write_text(json.dumps(m))
+    assert tool.main(["--seeds", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert str(TEST_SCORE) not in out and "0.99" not in out  # selection runs are not seeds
+    lines = [line for line in out.splitlines() if line.startswith("| ") and "---" not in line][1:]
+    assert lines == ["| imagenet | 0.03 | 1 (4) | 0.300 |", "| random | 1 | 2 (0,1) | 0.550 ± 0.071 |"]

@@ -10,6 +10,12 @@ epoch. Test fields are never read into the table.
 
     python benchmarks/ham10000/tools/protocol_progress.py runs/ham10000_cpu        # or its benchmark/ folder
     python benchmarks/ham10000/tools/protocol_progress.py benchmarks/ham10000/state
+    python benchmarks/ham10000/tools/protocol_progress.py --seeds benchmarks/ham10000/state   # per init and fraction
+
+``--seeds`` summarises the reported seeds instead (a seed's longest budget doubling counts, as
+in the benchmark's tables): per init and fraction, how many seeds have finished and the mean ±
+std of their validation scores. These are the scores early stopping chose the kept epoch by,
+so they lean upwards alike for every init; the test split is what the verdict reads.
 """
 
 from __future__ import annotations
@@ -68,15 +74,44 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def seeds_summary(rows: list[dict]) -> str:
+    """Per init and fraction, the finished reported seeds' validation scores (mean ± std)."""
+    import re
+    import statistics
+
+    final: dict[tuple, tuple] = {}  # (init, fraction, seed) -> (doubling, val)
+    for r in rows:
+        m = re.fullmatch(r"seed(\d+)(?:/budget_x(\d+))?", r["run"])
+        if m is None or r["val"] is None:
+            continue
+        key, doubling = (r["init"], r["fraction"], int(m[1])), int(m[2] or 1)
+        if key not in final or doubling > final[key][0]:
+            final[key] = (doubling, r["val"])
+    groups: dict[tuple, dict] = {}
+    for (init, fraction, seed), (_, val) in sorted(final.items()):
+        groups.setdefault((init, fraction), {})[seed] = val
+    lines = [
+        "| init | label fraction | seeds finished | validation balanced accuracy, mean ± std |",
+        "|---|---|---|---|",
+    ]
+    for (init, fraction), vals in sorted(groups.items(), key=lambda kv: (float(kv[0][1]), kv[0][0])):
+        v = list(vals.values())
+        spread = f" ± {statistics.stdev(v):.3f}" if len(v) > 1 else ""
+        seeds = ",".join(str(s) for s in vals)
+        lines.append(f"| {init} | {fraction} | {len(v)} ({seeds}) | {statistics.fmean(v):.3f}{spread} |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("folder", type=Path, help="the protocol's output folder, its benchmark/ folder, or a state folder")
+    ap.add_argument("--seeds", action="store_true", help="per init and fraction: the reported seeds' mean ± std")
     args = ap.parse_args(argv)
     rows = progress(args.folder) if args.folder.is_dir() else None
     if not rows:
         print(f"protocol_progress: no finished run under {args.folder}", file=sys.stderr)
         return 2
-    print(table(rows))
+    print(seeds_summary(rows) if args.seeds else table(rows))
     print(f"\n{len(rows)} finished run(s); validation fields only")
     return 0
 
