@@ -84,3 +84,20 @@ def test_seeds_summary_counts_each_seed_once_at_its_longest_budget(tool, tmp_pat
     assert str(TEST_SCORE) not in out and "0.99" not in out  # selection runs are not seeds
     lines = [line for line in out.splitlines() if line.startswith("| ") and "---" not in line][1:]
     assert lines == ["| imagenet | 0.03 | 1 (4) | 0.300 |", "| random | 1 | 2 (0,1) | 0.550 ± 0.071 |"]
+
+
+def test_seeds_summary_pairs_each_init_with_the_reference_on_shared_seeds(tool, tmp_path, capsys):
+    runs = tmp_path / "runs"
+    vals = {"imagenet": [0.30, 0.40, 0.35], "moco": [0.33, 0.42, 0.39, 0.99]}  # moco's seed 3 has no pair
+    for init, v in vals.items():
+        for seed, val in enumerate(v):
+            (runs / init / "fraction0.03" / f"seed{seed}").mkdir(parents=True)
+            (runs / init / "fraction0.03" / f"seed{seed}" / "metrics.json").write_text(
+                json.dumps(_metrics(5, 9, 20, val))
+            )
+    assert tool.main(["--seeds", "--paired-to", "imagenet", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    moco = next(line for line in out.splitlines() if line.startswith("| moco"))
+    # differences 0.03, 0.02, 0.04: mean 0.03, sd 0.01, t(2) = 4.303 -> half-width 0.0248
+    assert moco.endswith("| +0.030 [+0.005, +0.055] over 3 |"), moco
+    assert next(line for line in out.splitlines() if line.startswith("| imagenet")).endswith("| 0.350 ± 0.050 | |")

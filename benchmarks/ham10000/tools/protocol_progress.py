@@ -11,6 +11,7 @@ epoch. Test fields are never read into the table.
     python benchmarks/ham10000/tools/protocol_progress.py runs/ham10000_cpu        # or its benchmark/ folder
     python benchmarks/ham10000/tools/protocol_progress.py benchmarks/ham10000/state
     python benchmarks/ham10000/tools/protocol_progress.py --seeds benchmarks/ham10000/state   # per init and fraction
+    python benchmarks/ham10000/tools/protocol_progress.py --seeds --paired-to imagenet benchmarks/ham10000/state
 
 ``--seeds`` summarises the reported seeds instead (a seed's longest budget doubling counts, as
 in the benchmark's tables): per init and fraction, how many seeds have finished and the mean ±
@@ -74,10 +75,14 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def seeds_summary(rows: list[dict]) -> str:
-    """Per init and fraction, the finished reported seeds' validation scores (mean ± std)."""
+def seeds_summary(rows: list[dict], reference: str | None = None) -> str:
+    """Per init and fraction, the finished reported seeds' validation scores (mean ± std), and
+    with ``reference``, each init's paired difference to it over the seeds both have finished
+    (the same label draws), with a 95% t interval over those seeds."""
     import re
     import statistics
+
+    from scipy.stats import t as student
 
     final: dict[tuple, tuple] = {}  # (init, fraction, seed) -> (doubling, val)
     for r in rows:
@@ -90,15 +95,26 @@ def seeds_summary(rows: list[dict]) -> str:
     groups: dict[tuple, dict] = {}
     for (init, fraction, seed), (_, val) in sorted(final.items()):
         groups.setdefault((init, fraction), {})[seed] = val
+    vs = f" | minus {reference} (paired seeds), mean [95% t interval]" if reference else ""
     lines = [
-        "| init | label fraction | seeds finished | validation balanced accuracy, mean ± std |",
-        "|---|---|---|---|",
+        f"| init | label fraction | seeds finished | validation balanced accuracy, mean ± std{vs} |",
+        "|---|---|---|---|" + ("---|" if reference else ""),
     ]
     for (init, fraction), vals in sorted(groups.items(), key=lambda kv: (float(kv[0][1]), kv[0][0])):
         v = list(vals.values())
         spread = f" ± {statistics.stdev(v):.3f}" if len(v) > 1 else ""
         seeds = ",".join(str(s) for s in vals)
-        lines.append(f"| {init} | {fraction} | {len(v)} ({seeds}) | {statistics.fmean(v):.3f}{spread} |")
+        row = f"| {init} | {fraction} | {len(v)} ({seeds}) | {statistics.fmean(v):.3f}{spread} |"
+        if reference:
+            ref = groups.get((reference, fraction), {})
+            d = [vals[s] - ref[s] for s in vals if s in ref]
+            if init == reference or len(d) < 2:
+                row += " |" if init == reference else f" ({len(d)} paired seed(s)) |"
+            else:
+                half = student.ppf(0.975, len(d) - 1) * statistics.stdev(d) / len(d) ** 0.5
+                m = statistics.fmean(d)
+                row += f" {m:+.3f} [{m - half:+.3f}, {m + half:+.3f}] over {len(d)} |"
+        lines.append(row)
     return "\n".join(lines)
 
 
@@ -106,12 +122,13 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("folder", type=Path, help="the protocol's output folder, its benchmark/ folder, or a state folder")
     ap.add_argument("--seeds", action="store_true", help="per init and fraction: the reported seeds' mean ± std")
+    ap.add_argument("--paired-to", metavar="INIT", help="with --seeds: each init minus INIT on the same seeds")
     args = ap.parse_args(argv)
     rows = progress(args.folder) if args.folder.is_dir() else None
     if not rows:
         print(f"protocol_progress: no finished run under {args.folder}", file=sys.stderr)
         return 2
-    print(seeds_summary(rows) if args.seeds else table(rows))
+    print(seeds_summary(rows, args.paired_to) if args.seeds else table(rows))
     print(f"\n{len(rows)} finished run(s); validation fields only")
     return 0
 
