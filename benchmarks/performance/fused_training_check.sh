@@ -20,7 +20,7 @@ B=$ROOT/benchmarks/ham10000
 mkdir -p "$OUT/cache"
 SPLIT="$OUT/splits.csv"
 [ -f "$SPLIT" ] || $PY "$B/tools/protocol_state.py" expand "$B/state/split/splits.csv.gz" "$SPLIT"
-cp -n "$B"/state/screening/probe_cache/*.json "$OUT/cache/"  # the screen's (kornia) predictions
+cp "$B"/state/screening/probe_cache/*.json "$OUT/cache/"  # the screen's (kornia) predictions, never rewritten here
 if [ ! -f "$OUT/finetune/metrics.json" ]; then
   sed -e 's#^score_test: true#score_test: false#' "$B/state/benchmark/runs/imagenet/fraction1/seed0/config.yaml" > "$OUT/finetune.yaml"
   $SSL finetune --config "$OUT/finetune.yaml" --data "$DATA" --splits "$SPLIT" --out "$OUT/finetune" \

@@ -13,8 +13,9 @@ epoch. Test fields are never read into the table.
     python benchmarks/ham10000/tools/protocol_progress.py --seeds benchmarks/ham10000/state   # per init and fraction
     python benchmarks/ham10000/tools/protocol_progress.py --seeds --paired-to imagenet benchmarks/ham10000/state
 
-``--seeds`` summarises the reported seeds instead (a seed's longest budget doubling counts, as
-in the benchmark's tables): per init and fraction, how many seeds have finished and the mean ±
+``--seeds`` summarises the reported seeds instead (a seed's longest finished budget doubling
+counts, as in the benchmark's tables once its doublings are done; one still running is not
+waited for): per init and fraction, how many seeds have finished and the mean ±
 std of their validation scores. These are the scores early stopping chose the kept epoch by,
 so they lean upwards alike for every init; the test split is what the verdict reads.
 """
@@ -24,6 +25,8 @@ from __future__ import annotations
 import argparse
 import gzip
 import json
+import re
+import statistics
 import sys
 from pathlib import Path
 
@@ -79,9 +82,6 @@ def seeds_summary(rows: list[dict], reference: str | None = None) -> str:
     """Per init and fraction, the finished reported seeds' validation scores (mean ± std), and
     with ``reference``, each init's paired difference to it over the seeds both have finished
     (the same label draws), with a 95% t interval over those seeds."""
-    import re
-    import statistics
-
     from scipy.stats import t as student
 
     final: dict[tuple, tuple] = {}  # (init, fraction, seed) -> (doubling, val)
