@@ -41,6 +41,12 @@ def main() -> None:
     ap.add_argument("--splits", required=True)
     ap.add_argument("--n", type=int, default=768)
     ap.add_argument("--out")
+    ap.add_argument(
+        "--checkpoints",
+        nargs="*",
+        default=[],
+        help="pretrained encoders whose *stored* BatchNorm statistics are compared with the clean images' too",
+    )
     args = ap.parse_args()
     torch.manual_seed(0)
     lab = prepare_labeled(args.data, 96, splits=args.splits, progress=False)
@@ -88,8 +94,28 @@ def main() -> None:
                 f"mean {np.round(r['pixel_mean'], 3)} std {np.round(r['pixel_std'], 3)}",
                 flush=True,
             )
+    for ckpt in args.checkpoints:  # stored statistics against the same encoder's clean-image statistics
+        trained = build_encoder("efficientnet-lite0", ckpt)
+        bns = [m for m in trained.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+        stored = [(m.running_mean.clone(), m.running_var.clone()) for m in bns]
+        dm, dv = distance(stored, bn_stats(trained, [pipe.normalize(to_float(c)) for c in chunks]))
+        rows[f"stored/{ckpt}"] = {"bn_mean_shift": dm, "bn_log_var_ratio": dv}
+        print(f"stored statistics of {ckpt}: BN |dmean|/sd {dm:.3f}  |log var ratio| {dv:.3f}", flush=True)
     x = torch.cat([to_float(c) for c in chunks])
-    print(f"clean pixel mean {np.round(x.mean((0, 2, 3)).tolist(), 3)} std {np.round(x.std((0, 2, 3)).tolist(), 3)}")
+    rows["clean"] = {
+        "black_fraction": (x.amax(1) < 1 / 255).float().mean().item(),
+        "pixel_mean": x.mean((0, 2, 3)).tolist(),
+        "pixel_std": x.std((0, 2, 3)).tolist(),
+    }
+    rows["meta"] = {
+        "images": f"{args.n} training images of the split (numpy default_rng(0) permutation), 96 px, batches of 128",
+        "encoder": "efficientnet-lite0, ImageNet weights, BatchNorm statistics averaged over the batches (AdaBN)",
+        "views": "kornia draws from torch.Generator seed 1 (kornia_again: 2), fused from seed 1",
+        "distance": "per layer: mean over channels of |mean - clean mean| / clean sd, and |log(var / clean var)|;"
+        " averaged over layers",
+        "command": "python benchmarks/performance/bn_view_stats.py --data DATA --splits SPLITS --out OUT",
+    }
+    print(f"clean pixel mean {np.round(rows['clean']['pixel_mean'], 3)} std {np.round(rows['clean']['pixel_std'], 3)}")
     if args.out:
         with open(args.out, "w") as f:
             json.dump(rows, f, indent=1)
