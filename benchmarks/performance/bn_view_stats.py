@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -99,8 +100,9 @@ def main() -> None:
         bns = [m for m in trained.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
         stored = [(m.running_mean.clone(), m.running_var.clone()) for m in bns]
         dm, dv = distance(stored, bn_stats(trained, [pipe.normalize(to_float(c)) for c in chunks]))
-        rows[f"stored/{ckpt}"] = {"bn_mean_shift": dm, "bn_log_var_ratio": dv}
-        print(f"stored statistics of {ckpt}: BN |dmean|/sd {dm:.3f}  |log var ratio| {dv:.3f}", flush=True)
+        name = Path(ckpt).parent.name  # the run folder: no machine path in the JSON
+        rows[f"stored/{name}"] = {"bn_mean_shift": dm, "bn_log_var_ratio": dv}
+        print(f"stored statistics of {name}: BN |dmean|/sd {dm:.3f}  |log var ratio| {dv:.3f}", flush=True)
     x = torch.cat([to_float(c) for c in chunks])
     rows["clean"] = {
         "black_fraction": (x.amax(1) < 1 / 255).float().mean().item(),
