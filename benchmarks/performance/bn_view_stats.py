@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -17,17 +18,21 @@ from ssl_derm.data.transforms import to_float, train_augment, two_view_augment
 from ssl_derm.encoders import build_encoder, encoder_spec
 from ssl_derm.pretext.rotation import RotationWarp
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "ham10000" / "tools"))  # knn_probe.py
+from knn_probe import adapt_batchnorm  # noqa: E402
+
+
+def stored(encoder):
+    """Every BatchNorm layer's running mean and variance, in module order."""
+    bns = [m for m in encoder.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    return [(m.running_mean.clone(), m.running_var.clone()) for m in bns]
+
 
 def bn_stats(encoder, batches):
-    bns = [m for m in encoder.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
-    for m in bns:
-        m.reset_running_stats()
-        m.momentum = None
-    encoder.train()
-    with torch.no_grad():
-        for b in batches:
-            encoder(b)
-    return [(m.running_mean.clone(), m.running_var.clone()) for m in bns]
+    """The statistics AdaBN (``knn_probe.adapt_batchnorm``) re-estimates over ``batches``,
+    already normalised views."""
+    adapt_batchnorm(encoder, torch.cat(batches), lambda x: x, batch=len(batches[0]))
+    return stored(encoder)
 
 
 def distance(a, ref):
@@ -97,9 +102,7 @@ def main() -> None:
             )
     for ckpt in args.checkpoints:  # stored statistics against the same encoder's clean-image statistics
         trained = build_encoder("efficientnet-lite0", ckpt)
-        bns = [m for m in trained.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
-        stored = [(m.running_mean.clone(), m.running_var.clone()) for m in bns]
-        dm, dv = distance(stored, bn_stats(trained, [pipe.normalize(to_float(c)) for c in chunks]))
+        dm, dv = distance(stored(trained), bn_stats(trained, [pipe.normalize(to_float(c)) for c in chunks]))
         name = Path(ckpt).parent.name  # the run folder: no machine path in the JSON
         rows[f"stored/{name}"] = {"bn_mean_shift": dm, "bn_log_var_ratio": dv}
         print(f"stored statistics of {name}: BN |dmean|/sd {dm:.3f}  |log var ratio| {dv:.3f}", flush=True)
