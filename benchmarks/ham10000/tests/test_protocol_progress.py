@@ -101,3 +101,26 @@ def test_seeds_summary_pairs_each_init_with_the_reference_on_shared_seeds(tool, 
     # differences 0.03, 0.02, 0.04: mean 0.03, sd 0.01, t(2) = 4.303 -> half-width 0.0248
     assert moco.endswith("| +0.030 [+0.005, +0.055] over 3 |"), moco
     assert next(line for line in out.splitlines() if line.startswith("| imagenet")).endswith("| 0.350 ± 0.050 | |")
+
+
+def test_several_folders_read_as_one_and_the_first_holding_a_run_wins(tool, tmp_path, capsys):
+    study, reused = tmp_path / "study", tmp_path / "v2"
+    files = {
+        (study, "imagenet/fraction0.1/seed0"): 0.50,  # redone here: this one counts
+        (reused, "imagenet/fraction0.1/seed0"): 0.10,
+        (reused, "imagenet/fraction0.1/seed1"): 0.40,
+        (study, "moco/fraction0.1/seed0"): 0.52,
+        (study, "moco/fraction0.1/seed1"): 0.43,
+    }
+    for (root, rel), val in files.items():
+        (root / "runs" / rel).mkdir(parents=True)
+        (root / "runs" / rel / "metrics.json").write_text(json.dumps(_metrics(5, 9, 20, val)))
+    assert tool.main(["--seeds", "--paired-to", "imagenet", str(study), str(reused)]) == 0
+    out = capsys.readouterr().out
+    lines = [line for line in out.splitlines() if line.startswith("| ") and "---" not in line][1:]
+    assert lines[0] == "| imagenet | 0.1 | 2 (0,1) | 0.450 ± 0.071 | |"
+    # differences 0.02, 0.03: mean 0.025, sd 0.00707, t(1) = 12.706 -> half-width 0.0635
+    assert lines[1] == "| moco | 0.1 | 2 (0,1) | 0.475 ± 0.064 | +0.025 [-0.039, +0.089] over 2 |"
+    assert "4 finished run(s)" in out
+    assert tool.main([str(study), str(tmp_path / "absent")]) == 2
+    assert "not a folder" in capsys.readouterr().err

@@ -12,6 +12,12 @@ epoch. Test fields are never read into the table.
     python benchmarks/ham10000/tools/protocol_progress.py benchmarks/ham10000/state
     python benchmarks/ham10000/tools/protocol_progress.py --seeds benchmarks/ham10000/state   # per init and fraction
     python benchmarks/ham10000/tools/protocol_progress.py --seeds --paired-to imagenet benchmarks/ham10000/state
+    python benchmarks/ham10000/tools/protocol_progress.py --seeds --paired-to imagenet \
+        benchmarks/ham10000/ssl_budget/state/labels/mid benchmarks/ham10000/state/benchmark
+
+Several folders read as one, the first holding a run winning (as ``protocol_state.py restore``
+fills one folder from several, never overwriting): a study's own state, then the state whose
+runs it reuses.
 
 ``--seeds`` summarises the reported seeds instead (a seed's longest finished budget doubling
 counts, as in the benchmark's tables once its doublings are done; one still running is not
@@ -63,6 +69,19 @@ def progress(root: Path) -> list[dict]:
                 "val": m["best_epoch_val_balanced_accuracy"],
             }
         )
+    return sorted(rows, key=lambda r: (r["init"], r["fraction"], r["run"]))
+
+
+def merged(roots: list[Path]) -> list[dict]:
+    """``progress`` of several folders as one: a run (init, fraction, run) that an earlier
+    folder holds is not taken again from a later one."""
+    seen, rows = set(), []
+    for root in roots:
+        for r in progress(root):
+            key = (r["init"], r["fraction"], r["run"])
+            if key not in seen:
+                seen.add(key)
+                rows.append(r)
     return sorted(rows, key=lambda r: (r["init"], r["fraction"], r["run"]))
 
 
@@ -120,13 +139,23 @@ def seeds_summary(rows: list[dict], reference: str | None = None) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("folder", type=Path, help="the protocol's output folder, its benchmark/ folder, or a state folder")
+    ap.add_argument(
+        "folder",
+        type=Path,
+        nargs="+",
+        help="the protocol's output folder, its benchmark/ folder, or a state folder; several read as one, "
+        "the first holding a run winning",
+    )
     ap.add_argument("--seeds", action="store_true", help="per init and fraction: the reported seeds' mean ± std")
     ap.add_argument("--paired-to", metavar="INIT", help="with --seeds: each init minus INIT on the same seeds")
     args = ap.parse_args(argv)
-    rows = progress(args.folder) if args.folder.is_dir() else None
+    missing = [str(f) for f in args.folder if not f.is_dir()]
+    if missing:
+        print(f"protocol_progress: not a folder: {', '.join(missing)}", file=sys.stderr)
+        return 2
+    rows = merged(args.folder)
     if not rows:
-        print(f"protocol_progress: no finished run under {args.folder}", file=sys.stderr)
+        print(f"protocol_progress: no finished run under {', '.join(map(str, args.folder))}", file=sys.stderr)
         return 2
     print(seeds_summary(rows, args.paired_to) if args.seeds else table(rows))
     print(f"\n{len(rows)} finished run(s); validation fields only")
