@@ -111,6 +111,7 @@ def test_several_folders_read_as_one_and_the_first_holding_a_run_wins(tool, tmp_
         (reused, "imagenet/fraction0.1/seed1"): 0.40,
         (study, "moco/fraction0.1/seed0"): 0.52,
         (study, "moco/fraction0.1/seed1"): 0.43,
+        (reused, "imagenet/fraction0.1/seed0/budget_x2"): 0.99,  # a longer run of the stale seed 0
     }
     for (root, rel), val in files.items():
         (root / "runs" / rel).mkdir(parents=True)

@@ -6,26 +6,33 @@ has finished: met, missed, or not yet measurable, with the numbers.
         --choice benchmarks/ham10000/ssl_budget/state/labels/choice.json \
         OUT/low OUT/mid OUT/full [--out verdict.json]
 
-Each folder is a finished ``ssl-derm benchmark`` (its ``results.csv`` and ``paired.csv``: test
-balanced accuracy, paired 95% bootstrap intervals over test lesions and seeds); together they
-hold label fractions 0.03, 0.1 and 1.0. Which SSL init is "the best" was decided on the
-*validation* probe before any test figure, and is read from ``--choice`` (a record naming
-``best`` and ``second``); nothing here chooses on test. Targets, the best SSL init minus
-ImageNet on test balanced accuracy:
+Each folder is a finished ``ssl-derm benchmark`` of one part (``score.sh`` runs ``labels.sh``
+with all four inits, so the benchmark's run keys have checked every run's weights): its
+``results.csv`` and ``paired.csv``, test balanced accuracy with paired 95% bootstrap intervals
+over test lesions and seeds. Together they hold label fractions 0.03, 0.1 and 1.0. Which SSL
+init is "the best" was decided on the *validation* probe before any test figure, and is read
+from ``--choice`` (a record naming ``best``, ``second`` and each one's ``--init``); nothing here
+chooses on test. An init's name comes from its checkpoint's task chain, so two checkpoints can
+share one (v2's multitask checkpoint and the shipped file are both ``imagenet+multitask``): every
+reported run of a chosen init must have been trained from the recorded ``--init`` (its
+``metrics.json``'s ``init`` field, the only field read there), or the tool refuses. Targets, the
+best SSL init minus ImageNet on test balanced accuracy:
 
 - label fractions 0.03 and 0.1: the paired interval above zero;
 - label fraction 1.0: not behind, the interval's lower end above -0.03;
 - moonshot: at least +0.05 at 0.03.
 
 The second SSL init and random are reported beside it against ImageNet (no target). A fraction
-reads "not all runs in" until random, ImageNet and both SSL inits have their seeds there (5 at
-0.03 and 0.1, 3 at 1.0).
+reads "not all runs in" until random, ImageNet and both SSL inits have the same seeds there (5
+at 0.03 and 0.1, 3 at 1.0) and the paired rows cover them; a complete fraction without a paired
+row or with an undefined interval is an error, never a verdict.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 from pathlib import Path
 
 import pandas as pd
@@ -42,17 +49,18 @@ def _target(frac: float) -> tuple[str, object]:
 
 
 def load(folders: list[Path]) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Every folder's results.csv and paired.csv, as one pair of tables; a label fraction held by
-    two folders is refused (each part of the study runs its own fractions)."""
+    """Every folder's results.csv and paired.csv, as one pair of tables (``results`` gains the
+    run's folder as ``path``); a label fraction held by two folders is refused (each part of the
+    study runs its own fractions)."""
     results, paired = [], []
     for folder in folders:
         for name in ("results.csv", "paired.csv"):
             if not (folder / name).is_file():
-                raise SystemExit(f"{folder / name}: not found; run (or --report-only) the benchmark first")
+                raise SystemExit(f"{folder / name}: not found; run the benchmark (score.sh) first")
         r = pd.read_csv(folder / "results.csv")
         if r["fold"].nunique() > 1:
             raise SystemExit(f"{folder}: a --folds benchmark; the targets are defined on one split")
-        results.append(r.assign(_folder=str(folder)))
+        results.append(r.assign(_folder=str(folder), path=[str(folder / run) for run in r["run"]]))
         paired.append(pd.read_csv(folder / "paired.csv"))
     results = pd.concat(results, ignore_index=True)
     twice = results.groupby("label_fraction")["_folder"].nunique()
@@ -61,39 +69,59 @@ def load(folders: list[Path]) -> tuple[pd.DataFrame, pd.DataFrame]:
     return results.drop(columns="_folder"), pd.concat(paired, ignore_index=True)
 
 
+def check_weights(results: pd.DataFrame, inits: dict[str, str]) -> None:
+    """Refuse unless every reported run of a chosen init (name -> its ``--init``) was trained from
+    that ``--init``: the ``init`` field of the run's metrics.json, nothing else of it read."""
+    wrong = []
+    for name, init in inits.items():
+        for path in results.loc[results["init"] == name, "path"]:
+            recorded = json.loads((Path(path) / "metrics.json").read_text()).get("init")
+            if recorded != init:
+                wrong.append(f"{path} ({recorded})")
+    if wrong:
+        raise SystemExit(f"{len(wrong)} run(s) not trained from the chosen --init: {', '.join(wrong[:3])}")
+
+
 def verdict(results: pd.DataFrame, paired: pd.DataFrame, best: str, second: str) -> list[dict]:
     """One row per label fraction and init compared with ImageNet (the best SSL init's rows carry
     the target), plus the moonshot row."""
-    seeds = results.groupby(["init", "label_fraction"])["seed"].nunique()
+    if not best or not second or best == second:
+        raise SystemExit(f"the choice must name two different SSL inits (best {best!r}, second {second!r})")
     out = []
     for frac in sorted(SEEDS):
-        complete = all(seeds.get((i, frac), 0) >= SEEDS[frac] for i in ("random", "imagenet", best, second))
+        at = results[results["label_fraction"] == frac]
+        seeds = {i: set(at.loc[at["init"] == i, "seed"]) for i in ("random", "imagenet", best, second)}
+        same = len({frozenset(v) for v in seeds.values()}) == 1
+        complete = same and len(seeds["imagenet"]) >= SEEDS[frac]
         for init, role in ((best, "best SSL"), (second, "second SSL"), ("random", "random")):
             at = (paired["init"] == init) & (paired["baseline"] == "imagenet") & (paired["label_fraction"] == frac)
-            row = paired[at]
-            p = None if row.empty else row.iloc[0].to_dict()
+            p = None if not at.any() else paired[at].iloc[0].to_dict()
+            if complete:
+                bounds = None if p is None else (p["diff"], p["lo"], p["hi"])
+                if bounds is None or any(math.isnan(v) for v in bounds) or p["seeds"] < SEEDS[frac]:
+                    raise SystemExit(
+                        f"{init} at {frac:g}: every run is in, but its paired row to imagenet is "
+                        f"missing, undefined or short of seeds ({p}); report the benchmark again"
+                    )
             target, test = _target(frac) if role == "best SSL" else ("", None)
-            met = None
-            if complete and test is not None:
-                met = p is not None and bool(test(p))
             out.append(
                 {
                     "label_fraction": frac,
                     "role": role,
                     "init": init,
-                    "seeds": int(seeds.get((init, frac), 0)),
+                    "seeds": len(seeds[init]),
                     "diff": None if p is None else float(p["diff"]),
                     "lo": None if p is None else float(p["lo"]),
                     "hi": None if p is None else float(p["hi"]),
                     "target": target,
-                    "met": met,  # None: no target, or not every run is in
+                    "met": bool(test(p)) if complete and test is not None else None,  # None: no target, or runs missing
                     "complete": complete,
                 }
             )
         if frac == 0.03:
             b = out[-3]
-            met = None if not complete else b["diff"] is not None and b["diff"] >= MOONSHOT
-            out.append({**b, "role": "best SSL", "target": f"moonshot: at least {MOONSHOT:+.2f}", "met": met})
+            met = bool(b["diff"] >= MOONSHOT) if complete else None
+            out.append({**b, "target": f"moonshot: at least {MOONSHOT:+.2f}", "met": met})
     return out
 
 
@@ -129,6 +157,7 @@ def main(argv: list[str] | None = None) -> int:
         said = choice.get("on")
         raise SystemExit(f"{args.choice}: the SSL inits must be chosen on validation (its 'on' says: {said})")
     results, paired = load(args.folders)
+    check_weights(results, {n: choice["inits"][n] for n in (choice["best"], choice["second"])})
     rows = verdict(results, paired, choice["best"], choice["second"])
     print(markdown(rows), end="")
     if args.out:

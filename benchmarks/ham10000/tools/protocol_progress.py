@@ -17,7 +17,7 @@ epoch. Test fields are never read into the table.
 
 Several folders read as one, the first holding a run winning (as ``protocol_state.py restore``
 fills one folder from several, never overwriting): a study's own state, then the state whose
-runs it reuses.
+runs it reuses. A seed or selection point is taken whole, with its longer budget runs.
 
 ``--seeds`` summarises the reported seeds instead (a seed's longest finished budget doubling
 counts, as in the benchmark's tables once its doublings are done; one still running is not
@@ -73,15 +73,20 @@ def progress(root: Path) -> list[dict]:
 
 
 def merged(roots: list[Path]) -> list[dict]:
-    """``progress`` of several folders as one: a run (init, fraction, run) that an earlier
-    folder holds is not taken again from a later one."""
-    seen, rows = set(), []
+    """``progress`` of several folders as one: a reported seed or a selection point (with every
+    longer run of its budget rule) is taken whole from the first folder that holds it, so a later
+    folder's ``budget_x2`` never joins an earlier folder's run."""
+
+    def job(r: dict) -> tuple:
+        parts = r["run"].split("/")
+        return r["init"], r["fraction"], "/".join(parts[:2] if parts[0] == "select" else parts[:1])
+
+    taken, rows = set(), []
     for root in roots:
-        for r in progress(root):
-            key = (r["init"], r["fraction"], r["run"])
-            if key not in seen:
-                seen.add(key)
-                rows.append(r)
+        mine = progress(root)
+        new = {job(r) for r in mine} - taken
+        rows += [r for r in mine if job(r) in new]
+        taken |= new
     return sorted(rows, key=lambda r: (r["init"], r["fraction"], r["run"]))
 
 
