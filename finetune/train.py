@@ -5,6 +5,8 @@ classifier, or with ``target=segmentation`` a lesion-segmentation U-Net) on an e
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
+from pathlib import Path
 
 from ssl_derm.checkpoint import FORMAT_VERSION, save_checkpoint
 from ssl_derm.config import FinetuneConfig, to_dict
@@ -86,10 +88,17 @@ def export_finetune(run: FinetuneRun, trainer, best) -> dict:
 
 
 def run_finetune(
-    cfg: FinetuneConfig, overwrite: bool = False, resume: bool = False, lab: LabeledData | None = None
+    cfg: FinetuneConfig,
+    overwrite: bool = False,
+    resume: bool = False,
+    lab: LabeledData | None = None,
+    started: Callable[[Path], None] | None = None,
 ) -> dict:
-    """Fine-tune; return the test metrics (also in ``OUT/metrics.json``)."""
+    """Fine-tune; return the test metrics (also in ``OUT/metrics.json``). ``started`` is called
+    with the run folder once it is set up, before training."""
     run = build_finetune(cfg, overwrite, resume, lab)
+    if started is not None:
+        started(run.out)
     trainer, best = fit_finetune(run, resume)
     if not trainer.is_global_zero:
         return {}

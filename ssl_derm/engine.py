@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
-from pytorch_lightning.callbacks import Callback, LearningRateMonitor, ModelCheckpoint
+from pytorch_lightning.callbacks import Callback, Checkpoint, LearningRateMonitor
 from pytorch_lightning.loggers import TensorBoardLogger
 from pytorch_lightning.plugins.io import TorchCheckpointIO
 from pytorch_lightning.trainer.states import TrainerFn
@@ -43,9 +43,13 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         return torch.load(path, map_location=map_location or "cpu", weights_only=True)
 
 
-class LastCheckpoint(Callback):
+class LastCheckpoint(Checkpoint):
     """Keeps ``last.ckpt`` (the trainer state for ``--resume``) fresh: after every
-    epoch and every N steps, so a kill loses at most N steps."""
+    epoch and every N steps, so a kill loses at most N steps.
+
+    A ``Checkpoint``, so Lightning runs it after every other callback, ``ModelCheckpoint``
+    included: the state it saves at an epoch's end already holds that epoch's early-stopping
+    check and best-epoch record, and a resumed run goes on from exactly there."""
 
     def __init__(self, path: Path, every: int) -> None:
         self.path, self.every = path, every
@@ -246,8 +250,9 @@ def make_trainer(
             LastCheckpoint(out / "checkpoints" / "last.ckpt", checkpoint_every_n_steps),
         ],
         plugins=[AtomicCheckpointIO()],
-        # Only our checkpoints (last.ckpt, and fine-tuning's best.ckpt), not Lightning's default extra one.
-        enable_checkpointing=any(isinstance(c, ModelCheckpoint) for c in callbacks or []),
+        # Only our checkpoints (last.ckpt, and fine-tuning's best.ckpt): with LastCheckpoint always
+        # present, Lightning adds no default one of its own.
+        enable_checkpointing=True,
         log_every_n_steps=cfg.log_every_n_steps,
         enable_progress_bar=cfg.progress,
         enable_model_summary=False,

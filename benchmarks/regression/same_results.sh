@@ -4,7 +4,9 @@
 # 64 px, one thread; prints the sha256 of each metrics and predictions file and the content hash
 # of each checkpoint (content_hash.py). Run it on the commit before and after a change and diff
 # the two outputs: a refactoring must give identical lines. Use the same OUT (and decode cache)
-# for both: the checkpoints and metrics record the paths they were written with.
+# for both: the checkpoints and metrics record the paths they were written with, and the
+# bundled sample's image paths (so the checkout's folder) enter splits_sha1 and predictions.csv:
+# from two checkouts in different folders, compare with that folder's path replaced.
 #
 #   benchmarks/regression/same_results.sh OUT > before.txt      (from the repository root)
 set -euo pipefail

@@ -1,5 +1,6 @@
 """One fine-tuning run of a benchmark: its settings and ``run_key``, skipped when a current run is
-on disk, and run again at twice the budget while it keeps its last epoch."""
+on disk, resumed from its trainer checkpoint when it was interrupted, and run again at twice the
+budget while it keeps its last epoch."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import json
 from pathlib import Path
 
 import pandas as pd
+import torch
 
 from ssl_derm.checkpoint import FORMAT_VERSION, weights_fingerprint
 from ssl_derm.config import BenchmarkConfig, FinetuneConfig, key_values
@@ -48,6 +50,18 @@ def is_current(metrics_file: Path, table: pd.DataFrame, key: str, fraction: floa
         return set(map(tuple, t.loc[t["split"].isin(["train", "val", "test"]), ["image", "split"]].to_numpy()))
 
     return parts(run) == parts(label_fraction(table, fraction, seed))
+
+
+STARTED = "run_key.started"  # in a run folder while its run trains: the run_key it trains
+
+
+def resumable(run: Path, key: str) -> int | None:
+    """The step an interrupted run of ``key`` can resume from (its ``last.ckpt``), or None: no
+    trainer checkpoint, or one of a run that trained something else."""
+    last, started = run / "checkpoints" / "last.ckpt", run / STARTED
+    if not (last.is_file() and started.is_file() and started.read_text() == key):
+        return None
+    return int(torch.load(last, map_location="cpu", weights_only=True)["global_step"])
 
 
 def kept_last_epoch(metrics: dict) -> bool:
@@ -118,7 +132,8 @@ class Runner:
         if done.is_file():
             print(f"{label}: done, skipped")
             return {**json.loads(done.read_text()), "_dir": run}
-        print(label)
+        step = resumable(run, key)
+        print(label if step is None else f"{label}: resuming its interrupted run at step {step}")
         if run_cfg.image_size != fold["size"]:  # an init checkpoint at another size: same splits, other pixels
             data_key = (fold["splits"], run_cfg.image_size)
             if data_key not in self.labs:
@@ -133,7 +148,16 @@ class Runner:
                     skip_missing_masks=self.cfg.skip_missing_masks,
                 )
             lab = self.labs[data_key]
-        run_finetune(run_cfg, overwrite=True, lab=lab)
+        run_finetune(
+            run_cfg,
+            overwrite=step is None,
+            resume=step is not None,
+            lab=lab,
+            started=lambda out: atomic_write_text(key, out / STARTED),
+        )
         metrics = {**json.loads(done.read_text()), "run_key": key}
+        if step is not None:
+            metrics["resumed_at_step"] = step  # the run continued from its trainer checkpoint there
+        (run / STARTED).unlink(missing_ok=True)
         atomic_write_text(json.dumps(metrics, indent=2), done)  # never half a file for a copy to take
         return {**metrics, "_dir": run}

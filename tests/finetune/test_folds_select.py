@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 import yaml
 
 from ssl_derm.cli import main
@@ -196,3 +197,48 @@ def test_a_run_that_keeps_its_last_epoch_runs_again_at_twice_the_budget(tmp_path
     assert calls == runs
     assert m["_dir"] == tmp_path / runs[-1][0] and m["epochs_budget"] == runs[-1][1]  # the longest run counts
     assert kept_last_epoch(m) == (converges_at > runs[-1][1])  # past the last doubling it may still keep it
+
+
+def test_an_interrupted_benchmark_run_resumes_from_its_trainer_checkpoint(tmp_path, monkeypatch, capsys):
+    from ssl_derm.engine import LastCheckpoint
+    from ssl_derm.finetune.benchmark.runs import STARTED, resumable
+
+    out = tmp_path / "bench"
+    args = ["benchmark", "--inits", "random", "--seeds", "1", "--label-fractions", "0.3", "--epochs", "2"]
+    args += ["--out", str(out), *TINY]
+    real = LastCheckpoint.on_train_epoch_end
+
+    def killed_after_the_first_epoch(self, trainer, pl_module):
+        real(self, trainer, pl_module)
+        if trainer.current_epoch == 0:
+            raise RuntimeError("killed")
+
+    monkeypatch.setattr(LastCheckpoint, "on_train_epoch_end", killed_after_the_first_epoch)
+    with pytest.raises(RuntimeError, match="killed"):
+        main(args)
+    run = out / "runs" / "random" / "fraction0.3" / "seed0"
+    assert (run / STARTED).is_file() and not (run / "metrics.json").exists()
+    # the trainer state saved at the first epoch's end already holds that epoch's early-stopping
+    # check and best checkpoint (LastCheckpoint runs after both)
+    saved = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["callbacks"]
+    stop = next(v for k, v in saved.items() if k.startswith("EarlyStopping"))
+    best = next(v for k, v in saved.items() if k.startswith("ModelCheckpoint"))
+    assert torch.isfinite(stop["best_score"]) and best["best_model_score"] is not None
+    assert float(stop["best_score"]) == float(best["best_model_score"])
+    monkeypatch.setattr(LastCheckpoint, "on_train_epoch_end", real)
+    capsys.readouterr()
+    assert main(args) == 0
+    assert "resuming its interrupted run at step" in capsys.readouterr().out
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["resumed_at_step"] > 0 and metrics["epochs_run"] == 2
+    assert [e["epoch"] for e in metrics["val_history"]] == [1, 2]  # the first epoch's check is kept
+    assert not (run / STARTED).exists()
+
+    # a trainer checkpoint of something else under the same folder is not resumed: run afresh
+    key = metrics["run_key"]
+    (run / STARTED).write_text(key)
+    assert resumable(run, key) == json.loads((run / "metrics.json").read_text())["global_step"]
+    (run / STARTED).write_text("another run_key")
+    assert resumable(run, key) is None
+    (run / STARTED).unlink()
+    assert resumable(run, key) is None

@@ -15,8 +15,8 @@
 # count as they are (a run is reused only when its run key, i.e. every setting and the init's
 # weights, and its split match); only what v2 lacks runs here.
 #
-# Resumable: a finished run (its metrics.json, run_key and split) is never redone; run it again
-# after any interruption. The runs' compact state (metrics, predictions, config, split; no summary
+# Resumable: a finished run (its metrics.json, run_key and split) is never redone, and the run in
+# progress continues from its last.ckpt in OUT (same run_key); run it again after any interruption. The runs' compact state (metrics, predictions, config, split; no summary
 # tables, which are test figures) is saved to STATE/labels every 10 minutes and after each part,
 # leaving out the files identical to v2's state. PARTS picks parts (default "low mid full").
 # INITS: comma-separated (default random,imagenet: the baselines, which need no SSL choice).
