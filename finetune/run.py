@@ -148,6 +148,20 @@ class FreshEarlyStopping(EarlyStopping):
         super()._run_early_stopping_check(trainer)
         self._signalled = bool(trainer.should_stop)
 
+    # The signal is part of the state a resumed run must keep: Lightning does not save
+    # ``trainer.should_stop``, so a run resumed after its stop was signalled (killed while it
+    # scored the test split) would otherwise train on.
+    def state_dict(self) -> dict:
+        return {**super().state_dict(), "signalled": self._signalled}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        super().load_state_dict(state_dict)
+        self._signalled = bool(state_dict.get("signalled", False))
+
+    def on_fit_start(self, trainer, pl_module) -> None:  # after a resume has restored the state
+        if self._signalled:
+            trainer.should_stop = True
+
 
 def early_stopping_trainer(cfg, out: Path, steps_per_epoch: int, monitor: str):
     """The fine-tuning trainer: early stopping on ``monitor`` (higher is better) and a

@@ -12,10 +12,12 @@ import pandas as pd
 import torch
 
 from ssl_derm.checkpoint import FORMAT_VERSION, weights_fingerprint
-from ssl_derm.config import BenchmarkConfig, FinetuneConfig, key_values
+from ssl_derm.config import BenchmarkConfig, FinetuneConfig, check_resume_settings, key_values
 from ssl_derm.data.labeled import prepare_labeled
 from ssl_derm.data.splits import label_fraction
 from ssl_derm.encoders import resolve_encoder_settings
+from ssl_derm.engine import RunFailed
+from ssl_derm.errors import UserError
 from ssl_derm.files import atomic_write_text
 from ssl_derm.finetune.targets import TARGETS
 from ssl_derm.finetune.train import run_finetune
@@ -30,18 +32,9 @@ def run_key(run_cfg: FinetuneConfig, init_fingerprint: str) -> str:
     return hashlib.sha1(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def is_current(metrics_file: Path, table: pd.DataFrame, key: str, fraction: float = 1.0, seed: int = 0) -> bool:
-    """A finished run counts only if this ssl-derm's checkpoint format wrote it (older ones
-    had no leak checks), it trained what this benchmark would train (``key``: ``run_key``)
-    and it was trained, validated and tested on this benchmark's split: the ``fraction`` of
+def same_split(split_file: Path, table: pd.DataFrame, fraction: float, seed: int) -> bool:
+    """``split_file`` (a run's ``splits.csv``) holds this benchmark's split: the ``fraction`` of
     its training part that ``seed`` draws (``label_fraction``), its validation and test parts."""
-    try:
-        metrics = json.loads(metrics_file.read_text())
-    except json.JSONDecodeError:  # cut short (a copy taken mid-write): not a finished run
-        return False
-    if metrics.get("format_version") != FORMAT_VERSION or metrics.get("run_key") != key:
-        return False
-    split_file = metrics_file.parent / "splits.csv"
     if not split_file.is_file():
         return False
     run = pd.read_csv(split_file, dtype=str, keep_default_na=False)
@@ -52,14 +45,38 @@ def is_current(metrics_file: Path, table: pd.DataFrame, key: str, fraction: floa
     return parts(run) == parts(label_fraction(table, fraction, seed))
 
 
-STARTED = "run_key.started"  # in a run folder while its run trains: the run_key it trains
+def is_current(metrics_file: Path, table: pd.DataFrame, key: str, fraction: float = 1.0, seed: int = 0) -> bool:
+    """A finished run counts only if this ssl-derm's checkpoint format wrote it (older ones
+    had no leak checks), it trained what this benchmark would train (``key``: ``run_key``)
+    and it was trained, validated and tested on this benchmark's split (``same_split``)."""
+    try:
+        metrics = json.loads(metrics_file.read_text())
+    except json.JSONDecodeError:  # cut short (a copy taken mid-write): not a finished run
+        return False
+    if metrics.get("format_version") != FORMAT_VERSION or metrics.get("run_key") != key:
+        return False
+    return same_split(metrics_file.parent / "splits.csv", table, fraction, seed)
 
 
-def resumable(run: Path, key: str) -> int | None:
-    """The step an interrupted run of ``key`` can resume from (its ``last.ckpt``), or None: no
-    trainer checkpoint, or one of a run that trained something else."""
+STARTED = "run_key.started"  # in a run folder while its run trains: what it trains (started_record)
+
+
+def started_record(key: str) -> str:
+    return json.dumps({"run_key": key, "format_version": FORMAT_VERSION})
+
+
+def resumable(run: Path, run_cfg: FinetuneConfig, key: str, table: pd.DataFrame) -> int | None:
+    """The step an interrupted run can resume from (its ``last.ckpt``), or None: no trainer
+    checkpoint, or one of a run that trained something else (another ``run_key`` or checkpoint
+    format, another split, other data settings); such a run starts afresh."""
     last, started = run / "checkpoints" / "last.ckpt", run / STARTED
-    if not (last.is_file() and started.is_file() and started.read_text() == key):
+    if not (last.is_file() and started.is_file() and started.read_text() == started_record(key)):
+        return None
+    if not same_split(run / "splits.csv", table, run_cfg.label_fraction, run_cfg.seed):
+        return None
+    try:
+        check_resume_settings(run_cfg, run / "config.yaml")
+    except UserError:
         return None
     return int(torch.load(last, map_location="cpu", weights_only=True)["global_step"])
 
@@ -132,7 +149,7 @@ class Runner:
         if done.is_file():
             print(f"{label}: done, skipped")
             return {**json.loads(done.read_text()), "_dir": run}
-        step = resumable(run, key)
+        step = resumable(run, run_cfg, key, lab.table)
         print(label if step is None else f"{label}: resuming its interrupted run at step {step}")
         if run_cfg.image_size != fold["size"]:  # an init checkpoint at another size: same splits, other pixels
             data_key = (fold["splits"], run_cfg.image_size)
@@ -148,16 +165,20 @@ class Runner:
                     skip_missing_masks=self.cfg.skip_missing_masks,
                 )
             lab = self.labs[data_key]
-        run_finetune(
-            run_cfg,
-            overwrite=step is None,
-            resume=step is not None,
-            lab=lab,
-            started=lambda out: atomic_write_text(key, out / STARTED),
-        )
+        try:
+            run_finetune(
+                run_cfg,
+                overwrite=step is None,
+                resume=step is not None,
+                lab=lab,
+                started=lambda out: atomic_write_text(started_record(key), out / STARTED),
+            )
+        except RunFailed:  # a diverged run is not resumed: it runs again from the start
+            (run / STARTED).unlink(missing_ok=True)
+            raise
         metrics = {**json.loads(done.read_text()), "run_key": key}
         if step is not None:
             metrics["resumed_at_step"] = step  # the run continued from its trainer checkpoint there
-        (run / STARTED).unlink(missing_ok=True)
         atomic_write_text(json.dumps(metrics, indent=2), done)  # never half a file for a copy to take
+        (run / STARTED).unlink(missing_ok=True)  # only once metrics.json holds the run_key
         return {**metrics, "_dir": run}

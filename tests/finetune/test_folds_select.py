@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -225,9 +226,16 @@ def test_an_interrupted_benchmark_run_resumes_from_its_trainer_checkpoint(tmp_pa
     best = next(v for k, v in saved.items() if k.startswith("ModelCheckpoint"))
     assert torch.isfinite(stop["best_score"]) and best["best_model_score"] is not None
     assert float(stop["best_score"]) == float(best["best_model_score"])
-    monkeypatch.setattr(LastCheckpoint, "on_train_epoch_end", real)
+    epochs = []
+
+    def counted(self, trainer, pl_module):
+        epochs.append(trainer.current_epoch)
+        real(self, trainer, pl_module)
+
+    monkeypatch.setattr(LastCheckpoint, "on_train_epoch_end", counted)
     capsys.readouterr()
     assert main(args) == 0
+    assert epochs == [1]  # only the second epoch trained: the first was not run again
     assert "resuming its interrupted run at step" in capsys.readouterr().out
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["resumed_at_step"] > 0 and metrics["epochs_run"] == 2
@@ -235,10 +243,59 @@ def test_an_interrupted_benchmark_run_resumes_from_its_trainer_checkpoint(tmp_pa
     assert not (run / STARTED).exists()
 
     # a trainer checkpoint of something else under the same folder is not resumed: run afresh
+    import dataclasses
+
+    import pandas as pd
+
+    from ssl_derm.config import FinetuneConfig, load_yaml
+    from ssl_derm.finetune.benchmark.runs import started_record
+
+    saved = load_yaml(run / "config.yaml")
+    cfg = FinetuneConfig(**{f.name: saved[f.name] for f in dataclasses.fields(FinetuneConfig) if f.name in saved})
+    table = pd.read_csv(out / "splits.csv", dtype=str, keep_default_na=False)  # the benchmark's whole split
     key = metrics["run_key"]
-    (run / STARTED).write_text(key)
-    assert resumable(run, key) == json.loads((run / "metrics.json").read_text())["global_step"]
-    (run / STARTED).write_text("another run_key")
-    assert resumable(run, key) is None
+    (run / STARTED).write_text(started_record(key))
+    assert resumable(run, cfg, key, table) == metrics["global_step"]
+    assert resumable(run, dataclasses.replace(cfg, seed=cfg.seed + 1), key, table) is None  # another draw
+    assert resumable(run, dataclasses.replace(cfg, image_size=96), key, table) is None  # other data settings
+    (run / STARTED).write_text(started_record("another run_key"))
+    assert resumable(run, cfg, key, table) is None
     (run / STARTED).unlink()
-    assert resumable(run, key) is None
+    assert resumable(run, cfg, key, table) is None
+
+
+def test_a_diverged_run_is_not_resumed_and_a_signalled_stop_survives_a_resume(tmp_path, monkeypatch):
+    import dataclasses
+    from types import SimpleNamespace
+
+    from ssl_derm.config import FinetuneConfig
+    from ssl_derm.engine import RunFailed
+    from ssl_derm.finetune.benchmark import runs
+    from ssl_derm.finetune.run import FreshEarlyStopping
+
+    def diverges(cfg, overwrite, resume, lab, started):
+        Path(cfg.out).mkdir(parents=True, exist_ok=True)
+        started(Path(cfg.out))
+        assert (Path(cfg.out) / runs.STARTED).is_file()
+        raise RunFailed("non-finite training loss at step 3")
+
+    monkeypatch.setattr(runs, "run_finetune", diverges)
+    cfg = BenchmarkConfig()
+    base = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(FinetuneConfig)}
+    runner = runs.Runner(cfg, base)
+    monkeypatch.setattr(runner, "settings", lambda *a: (FinetuneConfig(out=str(tmp_path / "r")), "key"))
+    fold = {"lab": SimpleNamespace(table=None), "size": FinetuneConfig().image_size}
+    with pytest.raises(RunFailed):
+        runner._once("run", tmp_path / "r", "random", 1.0, 0, fold, {})
+    assert not (tmp_path / "r" / runs.STARTED).exists()
+
+    stop = FreshEarlyStopping(monitor="val/balanced_accuracy", mode="max", patience=2)
+    stop._signalled = True
+    again = FreshEarlyStopping(monitor="val/balanced_accuracy", mode="max", patience=2)
+    again.load_state_dict(stop.state_dict())
+    trainer = SimpleNamespace(should_stop=False)
+    again.on_fit_start(trainer, None)
+    assert trainer.should_stop  # Lightning does not save should_stop; the callback brings it back
+    fresh = FreshEarlyStopping(monitor="val/balanced_accuracy", mode="max", patience=2)
+    fresh.on_fit_start(trainer := SimpleNamespace(should_stop=False), None)
+    assert not trainer.should_stop
