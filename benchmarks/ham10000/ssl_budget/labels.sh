@@ -41,10 +41,15 @@ SPLIT="$OUT/split/splits.csv"
 stamp() { echo "$(date -u +%FT%TZ) $*" | tee -a "$OUT/wall.log"; }
 state() { $PY "$ROOT/benchmarks/ham10000/tools/protocol_state.py" "$@" > /dev/null; }
 keep() {  # save part $1's state, without the files v2's state already holds
-  state save "$OUT/$1" "$STATE/labels/$1"
-  (cd "$STATE/labels/$1" && find . -type f | while read -r f; do
+  # saved aside first and v2's files dropped there, so that a v2 run restored into this OUT never
+  # overwrites this study's run of the same path that another process saved into STATE
+  local aside
+  aside=$(mktemp -d)
+  state save "$OUT/$1" "$aside"
+  (cd "$aside" && find . -type f | while read -r f; do
     if [ -f "$V2/$f" ] && { cmp -s "$f" "$V2/$f" || { [[ $f == *.gz ]] && zcmp -s "$f" "$V2/$f"; }; }; then rm "$f"; fi
-  done; find . -type d -empty -delete)
+  done)
+  mkdir -p "$STATE/labels/$1" && cp -a "$aside/." "$STATE/labels/$1/" && rm -rf "$aside"
 }
 declare -A PART=(
   [low]="0.03 5 ham10000_cpu_labels.yaml"
