@@ -16,9 +16,10 @@
 # weights, and its split match); only what v2 lacks runs here.
 #
 # Resumable: a finished run (its metrics.json, run_key and split) is never redone, and the run in
-# progress continues from its last.ckpt in OUT (same run_key); run it again after any interruption. The runs' compact state (metrics, predictions, config, split; no summary
-# tables, which are test figures) is saved to STATE/labels every 10 minutes and after each part,
-# leaving out the files identical to v2's state. PARTS picks parts (default "low mid full").
+# progress continues from its last.ckpt in OUT (same run_key, split and data settings); run it
+# again after any interruption. The runs' compact state (metrics, predictions, config, split; no
+# summary tables, which are test figures) is saved to STATE/labels every 10 minutes and after
+# each part, leaving out the files identical to v2's state. PARTS picks parts (default "low mid full").
 # INITS: comma-separated (default random,imagenet: the baselines, which need no SSL choice).
 set -euo pipefail
 OUT=${1:?OUT}
@@ -48,7 +49,7 @@ keep() {  # save part $1's state, without the files v2's state already holds
   state save "$OUT/$1" "$aside"
   (cd "$aside" && find . -type f | while read -r f; do
     if [ -f "$V2/$f" ] && { cmp -s "$f" "$V2/$f" || { [[ $f == *.gz ]] && zcmp -s "$f" "$V2/$f"; }; }; then rm "$f"; fi
-  done)
+  done; find . -type d -empty -delete)
   mkdir -p "$STATE/labels/$1" && cp -a "$aside/." "$STATE/labels/$1/" && rm -rf "$aside"
 }
 declare -A PART=(
