@@ -33,9 +33,13 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import sys
 from pathlib import Path
 
 import pandas as pd
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # protocol_verdict.py, beside this script
+from protocol_verdict import _paired  # noqa: E402
 
 SEEDS = {0.03: 5, 0.1: 5, 1.0: 3}
 NOT_BEHIND = -0.03
@@ -94,8 +98,7 @@ def verdict(results: pd.DataFrame, paired: pd.DataFrame, best: str, second: str)
         same = len({frozenset(v) for v in seeds.values()}) == 1
         complete = same and len(seeds["imagenet"]) >= SEEDS[frac]
         for init, role in ((best, "best SSL"), (second, "second SSL"), ("random", "random")):
-            at = (paired["init"] == init) & (paired["baseline"] == "imagenet") & (paired["label_fraction"] == frac)
-            p = None if not at.any() else paired[at].iloc[0].to_dict()
+            p = _paired(paired, init, "imagenet", frac)
             if complete:
                 bounds = None if p is None else (p["diff"], p["lo"], p["hi"])
                 if bounds is None or any(math.isnan(v) for v in bounds) or p["seeds"] < SEEDS[frac]:
