@@ -52,18 +52,23 @@ def save_confusion(cm: dict, path: Path, title: str) -> None:
     plt.close(fig)
 
 
-def results_markdown(results: pd.DataFrame, metrics: list[str] | None = None) -> str:
+def results_markdown(results: pd.DataFrame, metrics: list[str] | None = None, note: bool = True) -> str:
     """Mean +- std per init and label fraction. No cell is marked best: the highest mean is
     often inside the seed noise, and whether a difference is outside it is the paired table's
-    question. ``metrics``: the columns (default: the classification ``METRICS``)."""
+    question. ``metrics``: the columns (default: the classification ``METRICS``); ``note``: say so
+    above the tables."""
     metrics = list(metrics or METRICS)
     g = results.groupby(["label_fraction", "init"], sort=True)
     mean, std, n = g[metrics].mean(), g[metrics].std().fillna(0.0), g.size()
-    lines = [
-        "Mean ± std over seeds. No cell is marked best: whether two inits differ beyond the"
-        " noise is the paired differences' question, below.",
-        "",
-    ]
+    lines = (
+        [
+            "Mean ± std over seeds. No cell is marked best: whether two inits differ beyond the"
+            " noise is the paired differences' question, below.",
+            "",
+        ]
+        if note
+        else []
+    )
     for frac in sorted(results["label_fraction"].unique()):
         m, s = mean.loc[frac], std.loc[frac]
         lines += [

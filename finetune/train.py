@@ -47,8 +47,9 @@ def fit_finetune(run: FinetuneRun, resume: bool = False):
     return trainer, best
 
 
-def export_finetune(run: FinetuneRun, trainer, best) -> dict:
-    """Score the test split once; write metrics.json and model.ckpt."""
+def export_finetune(run: FinetuneRun, trainer, best, blind: bool = False) -> dict:
+    """Score the test split once; write metrics.json and model.ckpt. ``blind``: print the
+    validation score only (the test scores are in metrics.json, out of view)."""
     cfg, lab = run.cfg, run.lab
     target: Target = TARGETS[cfg.target]
     model = run.module.export_model()  # classifier: the EMA weights with --ema, the logit adjustment folded in
@@ -82,7 +83,10 @@ def export_finetune(run: FinetuneRun, trainer, best) -> dict:
         seen_images=ContentIds.concat([run.inherited, lab.bank.ids(lab.indices("train"))]).to_state(),
         split_images=split_images(lab),
     )
-    print(target.summary(metrics, cfg.score_test))
+    if blind and cfg.score_test:
+        print(f"{target.val_line(metrics)} (test scored, held back)")
+    else:
+        print(target.summary(metrics, cfg.score_test))
     print(f"wrote {run.out / 'model.ckpt'} and {run.out / 'metrics.json'}")
     return metrics
 
@@ -93,13 +97,15 @@ def run_finetune(
     resume: bool = False,
     lab: LabeledData | None = None,
     started: Callable[[Path], None] | None = None,
+    blind: bool = False,
 ) -> dict:
     """Fine-tune; return the test metrics (also in ``OUT/metrics.json``). ``started`` is called
-    with the run folder once it is set up, before training."""
+    with the run folder once it is set up, before training; ``blind`` keeps the test scores out
+    of the printed summary."""
     run = build_finetune(cfg, overwrite, resume, lab)
     if started is not None:
         started(run.out)
     trainer, best = fit_finetune(run, resume)
     if not trainer.is_global_zero:
         return {}
-    return export_finetune(run, trainer, best)
+    return export_finetune(run, trainer, best, blind)

@@ -270,6 +270,9 @@ class BenchmarkConfig(FinetuneConfig):
     budget_doublings: int = 0
     tta: bool = False  # also keep each run's test predictions with the 8 dihedral views, and compare
     cam_in_lesion: bool = False  # also keep each run's Grad-CAM mass inside the lesion per test image, and compare
+    # score test in every run but show validation only: no test figure printed, no table written
+    # (benchmark --report-only writes them, once the study is complete)
+    blind: bool = False
 
     def __post_init__(self) -> None:
         super().__post_init__()

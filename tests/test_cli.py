@@ -219,7 +219,16 @@ def test_finetune_evaluate_benchmark_end_to_end(pretrained, tmp_path, capsys):
         str(bm),
         "--no-progress",
     ]
-    assert main(args) == 0
+    # --blind: every run trains and scores test, and the output holds validation scores only
+    capsys.readouterr()
+    assert main([*args, "--blind"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("(test scored, held back)") == 4 and "test:" not in out and "Validation only" in out
+    assert not (bm / "results.csv").exists() and not (bm / "results.md").exists()
+    scored = [json.loads(m.read_text()) for m in bm.glob("runs/*/*/seed0/metrics.json")]
+    assert len(scored) == 4 and all(m["split"] == "test" and "balanced_accuracy" in m for m in scored)
+    assert main(args) == 0  # the same runs, reported
+    assert capsys.readouterr().out.count("done, skipped") == 4
     results = pd.read_csv(bm / "results.csv")
     assert list(results.columns) == [
         "init",

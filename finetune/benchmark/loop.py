@@ -83,10 +83,26 @@ def run_benchmark(cfg: BenchmarkConfig, overwrite: bool = False, resume: bool = 
             if cfg.cam_in_lesion:
                 ensure_cam_in_lesion(run, fold["lab"], cfg.data)
         rows.append(_row(target, name, frac, s, fold["k"], recipe, m, run))
-        results = write_reports(rows, out, names, target)  # after every run: an interrupted benchmark still reports
+        if not cfg.blind:  # after every run: an interrupted benchmark still reports
+            results = write_reports(rows, out, names, target)
+    if cfg.blind:
+        return _blind_summary(rows, out, target, time.time() - started)
     print(results_markdown(results, list(target.metrics)))
     print(f"wrote {out / 'results.csv'}, results.md, label_efficiency.png ({time.time() - started:.0f} s)")
     return results
+
+
+def _blind_summary(rows: list[dict], out: Path, target: Target, seconds: float) -> pd.DataFrame:
+    """What a ``blind`` benchmark shows: the validation score per init and fraction (mean ± std
+    over seeds), no test figure; each run's test scores stay in its metrics.json."""
+    val = pd.DataFrame(rows)[["init", "label_fraction", target.val_column]]
+    print("Validation only (blind): mean ± std over seeds. Every run scored test, kept in its metrics.json.\n")
+    print(results_markdown(val, [target.val_column], note=False))
+    print(
+        f"{len(rows)} run(s) in {out / 'runs'} ({seconds:.0f} s). Once the study is complete, "
+        f"ssl-derm benchmark --report-only --out {out} writes the test tables."
+    )
+    return val
 
 
 def _jobs(cfg: BenchmarkConfig, folds: list[dict], entries: list[tuple]) -> list[tuple]:

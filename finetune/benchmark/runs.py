@@ -172,6 +172,7 @@ class Runner:
                 resume=step is not None,
                 lab=lab,
                 started=lambda out: atomic_write_text(started_record(key), out / STARTED),
+                blind=getattr(self.cfg, "blind", False),
             )
         except RunFailed:  # a diverged run is not resumed: it runs again from the start
             (run / STARTED).unlink(missing_ok=True)

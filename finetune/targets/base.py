@@ -148,7 +148,12 @@ class Target:
         raise NotImplementedError
 
     def summary(self, metrics: dict, scored: bool) -> str:
-        """The line printed after training."""
+        """The line printed after training: the test scores, or when test was not scored the
+        validation score (``val_line``)."""
+        raise NotImplementedError
+
+    def val_line(self, metrics: dict) -> str:
+        """The best validation score of a run, in words."""
         raise NotImplementedError
 
     # ---------------------------------------------------------------- using a model.ckpt

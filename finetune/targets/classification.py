@@ -188,11 +188,14 @@ class Classification(Target):
 
     def summary(self, metrics: dict, scored: bool) -> str:
         if not scored:
-            return f"validation balanced accuracy {metrics[self.val_key]:.3f} (test not scored)"
+            return f"{self.val_line(metrics)} (test not scored)"
         return (
             f"test: balanced accuracy {metrics['balanced_accuracy']:.3f}, macro F1 {metrics['macro_f1']:.3f}, "
             f"AUC {metrics['auc_macro'] or float('nan'):.3f} ({metrics['n_images']} images)"
         )
+
+    def val_line(self, metrics: dict) -> str:
+        return f"validation balanced accuracy {metrics[self.val_key]:.3f}"
 
     def load(self, path, ckpt: dict) -> tuple[Classifier, dict]:
         return load_classifier(path, ckpt)

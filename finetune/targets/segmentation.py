@@ -161,12 +161,15 @@ class Segmentation(Target):
 
     def summary(self, metrics: dict, scored: bool) -> str:
         if not scored:
-            return f"validation Dice {metrics[self.val_key]:.3f} (test not scored)"
+            return f"{self.val_line(metrics)} (test not scored)"
         return (
             f"test: Dice {metrics['dice']:.3f}, Jaccard {metrics['jaccard']:.3f} (thresholded at 0.65: "
             f"{metrics['jaccard_thresholded']:.3f}), pixel accuracy {metrics['pixel_accuracy']:.3f} "
             f"({metrics['n_images']} images)"
         )
+
+    def val_line(self, metrics: dict) -> str:
+        return f"validation Dice {metrics[self.val_key]:.3f}"
 
     def load(self, path, ckpt: dict):
         return load_segmenter(path, ckpt)

@@ -86,6 +86,14 @@ def add(sub) -> None:
         "(test_cam_in_lesion.csv; data with masks/) and compare the inits with paired intervals (classification)",
     )
     p.add_argument(
+        "--blind",
+        action="store_true",
+        default=None,
+        help="score test in every run but print validation scores only and write no table, so that "
+        "nothing is chosen on a test figure while a study runs; --report-only writes the tables once it "
+        "is complete",
+    )
+    p.add_argument(
         "--report-only",
         dest="report_only",
         action="store_true",

@@ -21,6 +21,8 @@
 # summary tables, which are test figures) is saved to STATE/labels every 10 minutes and after
 # each part, leaving out the files identical to v2's state. PARTS picks parts (default "low mid full").
 # INITS: comma-separated (default random,imagenet: the baselines, which need no SSL choice).
+# BLIND (default --blind): the benchmark prints validation scores only and writes no test table;
+# score.sh sets it empty, once, at the end.
 set -euo pipefail
 OUT=${1:?OUT}
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -34,6 +36,7 @@ PY=${PY:-python}
 CONFIGS="$ROOT/benchmarks/ham10000/configs/benchmark"
 V2="$ROOT/benchmarks/ham10000/state/benchmark"
 PARTS=${PARTS:-low mid full}
+BLIND=${BLIND---blind}
 mkdir -p "$OUT/split" "$STATE/labels"
 SPLIT="$OUT/split/splits.csv"
 [ -f "$SPLIT" ] || $PY "$ROOT/benchmarks/ham10000/tools/protocol_state.py" expand "$SPLIT_GZ" "$SPLIT"
@@ -67,9 +70,9 @@ for name in $PARTS; do
   saver=$!
   start=$(date +%s)
   stamp "benchmark $name: fractions $fractions, $seeds seeds, inits $INITS"
-  # its log holds test figures: left in OUT, not in STATE
+  # its log (validation only while BLIND) stays in OUT, not in STATE
   $SSL benchmark --config "$CONFIG" --data "$DATA" --splits "$SPLIT" --label-fractions "$fractions" \
-    --seeds "$seeds" --inits "$INITS" --out "$OUT/$name" --no-progress >> "$OUT/$name.log" 2>&1
+    --seeds "$seeds" --inits "$INITS" --out "$OUT/$name" --no-progress $BLIND >> "$OUT/$name.log" 2>&1
   stamp "benchmark $name done ($(( $(date +%s) - start )) s this pass)"
   kill $saver 2>/dev/null || true
   keep "$name"

@@ -7,7 +7,8 @@
 # 1. Each part of the label regime (0.03, 0.1, 1.0) is reported with all four inits: labels.sh
 #    with random, ImageNet and the two SSL inits of state/labels/choice.json (chosen on the
 #    validation probe). Every run is restored from state/labels and v2's state; a run still
-#    missing is trained first, so this also finishes the protocol.
+#    missing is trained first, so this also finishes the protocol. Not blind: the parts' test
+#    tables are written here, for the first time.
 # 2. tools/budget_verdict.py checks the targets against the three parts' paired tables:
 #    OUT/verdict.md and OUT/verdict.json.
 # 3. tools/fraction_probe.py scores the frozen-encoder linear probe of the same inits on the
@@ -27,7 +28,7 @@ SSL_INITS=$($PY -c 'import json,sys; c=json.load(open(sys.argv[1])); print(",".j
 INITS="random,imagenet,$SSL_INITS"
 mkdir -p "$OUT"
 echo "score: inits $INITS" | tee -a "$OUT/score.log"
-INITS=$INITS PARTS="low mid full" "$HERE/labels.sh" "$OUT" "$STATE"
+INITS=$INITS PARTS="low mid full" BLIND="" "$HERE/labels.sh" "$OUT" "$STATE"
 $PY "$ROOT/benchmarks/ham10000/tools/budget_verdict.py" --choice "$CHOICE" \
   "$OUT/low" "$OUT/mid" "$OUT/full" --out "$OUT/verdict.json" | tee "$OUT/verdict.md"
 $PY "$ROOT/benchmarks/ham10000/tools/fraction_probe.py" --data "$DATA" --splits "$OUT/split/splits.csv" \
