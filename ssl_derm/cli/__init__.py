@@ -11,6 +11,7 @@ import sys
 import warnings
 
 from ssl_derm import __version__
+from ssl_derm.allocator import keep_freed_memory
 from ssl_derm.cli import bench_speed, benchmark, data, embed, evaluate, explain, export, finetune, predict, pretrain
 from ssl_derm.errors import UserError
 
@@ -53,6 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    keep_freed_memory()  # before the first tensor: training steps reuse freed memory (ssl_derm.allocator)
     warnings.filterwarnings("ignore", category=UserWarning, module="pytorch_lightning")
     from ssl_derm.engine import RunFailed
 
