@@ -49,12 +49,12 @@ def fit_finetune(run: FinetuneRun, resume: bool = False):
 
 def export_finetune(run: FinetuneRun, trainer, best, blind: bool = False) -> dict:
     """Score the test split once; write metrics.json and model.ckpt. ``blind``: print the
-    validation score only (the test scores are in metrics.json, out of view)."""
+    validation score only and keep test out of TensorBoard (its scores are in metrics.json)."""
     cfg, lab = run.cfg, run.lab
     target: Target = TARGETS[cfg.target]
     model = run.module.export_model()  # classifier: the EMA weights with --ema, the logit adjustment folded in
     record = target.init_record(run)  # reads the init checkpoint once, for metrics and model.ckpt
-    metrics = target.score_test(run, model, trainer) if cfg.score_test else {}
+    metrics = target.score_test(run, model, trainer, log=not blind) if cfg.score_test else {}
     metrics.update(
         {
             **({"target": target.name} if target.tag_metrics else {}),

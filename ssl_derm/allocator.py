@@ -9,10 +9,15 @@ step at 96 px spent a fifth to a third of its CPU time in the kernel this way.
 memory is reused. It changes where tensors live, never their values: the same run gives
 bit-identical checkpoints (docs/PERFORMANCE.md, "CPU: freed memory kept").
 
-The command line calls it once at start. It does nothing when ``SSL_DERM_MALLOC=system``, when
-the environment already tunes glibc's malloc (``MALLOC_MMAP_MAX_``, ``MALLOC_MMAP_THRESHOLD_``,
-``MALLOC_TRIM_THRESHOLD_``, ``MALLOC_TOP_PAD_`` or malloc entries of ``GLIBC_TUNABLES``: the
-user's choice wins) and off glibc (macOS, Windows, musl).
+The training commands call it once at start (the others keep no peak: a heap that is never
+trimmed would hold theirs). The process keeps its peak heap, and a freed block is reused only
+by a request that fits in it, so a pattern of ever larger blocks under long-lived small ones
+would grow the heap; training repeats the same sizes every step, and the study's processes
+held a flat resident size for hours (docs/PERFORMANCE.md). It does nothing when
+``SSL_DERM_MALLOC=system``, when the environment already tunes glibc's malloc
+(``MALLOC_MMAP_MAX_``, ``MALLOC_MMAP_THRESHOLD_``, ``MALLOC_TRIM_THRESHOLD_``,
+``MALLOC_TOP_PAD_`` or malloc entries of ``GLIBC_TUNABLES``: the user's choice wins), under a
+preloaded jemalloc or tcmalloc, and off glibc (macOS, Windows, musl).
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ import sys
 
 M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4  # glibc's malloc.h
 USER_TUNING = ("MALLOC_MMAP_MAX_", "MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_TOP_PAD_")
+DEFAULT_MMAP_MAX = 65536  # glibc's own, restored if the second setting is refused
 
 
 def keep_freed_memory() -> bool:
@@ -32,6 +38,8 @@ def keep_freed_memory() -> bool:
         return False
     if any(k in env for k in USER_TUNING) or "glibc.malloc." in env.get("GLIBC_TUNABLES", ""):
         return False
+    if any(name in env.get("LD_PRELOAD", "") for name in ("jemalloc", "tcmalloc", "mimalloc")):
+        return False  # another allocator serves malloc: glibc's options would change nothing
     try:
         libc = ctypes.CDLL(None)
         libc.gnu_get_libc_version  # noqa: B018 (glibc only: musl's malloc takes no such options)
@@ -39,4 +47,9 @@ def keep_freed_memory() -> bool:
     except (OSError, AttributeError):
         return False
     mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
-    return mallopt(M_MMAP_MAX, 0) == 1 and mallopt(M_TRIM_THRESHOLD, 2**31 - 1) == 1
+    if mallopt(M_MMAP_MAX, 0) != 1:
+        return False
+    if mallopt(M_TRIM_THRESHOLD, 2**31 - 1) != 1:  # all or nothing
+        mallopt(M_MMAP_MAX, DEFAULT_MMAP_MAX)
+        return False
+    return True

@@ -227,6 +227,16 @@ def test_finetune_evaluate_benchmark_end_to_end(pretrained, tmp_path, capsys):
     assert not (bm / "results.csv").exists() and not (bm / "results.md").exists()
     scored = [json.loads(m.read_text()) for m in bm.glob("runs/*/*/seed0/metrics.json")]
     assert len(scored) == 4 and all(m["split"] == "test" and "balanced_accuracy" in m for m in scored)
+    from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+
+    events = [e for f in bm.glob("runs/*/*/seed0/tensorboard/events*") for e in EventFileLoader(str(f)).Load()]
+    tags = {v.tag for e in events for v in e.summary.value}
+    assert any(tag.startswith("val/") for tag in tags) and not any(tag.startswith("test/") for tag in tags)
+    # ... and --report-only on the blind folder writes its tables
+    assert main(["benchmark", "--report-only", "--out", str(bm)]) == 0
+    assert "from 4 run(s)" in capsys.readouterr().out and (bm / "paired.csv").is_file()
+    assert main([*args, "--blind"]) == 0  # a blind pass over a folder with tables says so
+    assert "holds test tables of an earlier pass" in capsys.readouterr().err
     assert main(args) == 0  # the same runs, reported
     assert capsys.readouterr().out.count("done, skipped") == 4
     results = pd.read_csv(bm / "results.csv")

@@ -7,8 +7,9 @@ One torch thread; EfficientNet-Lite0 from ImageNet at 96 px, batch 64, the bundl
 images; a pretext task's step is ``task(x, generator)`` (views, forward, loss), backward and
 AdamW; ``finetune`` is the encoder with a linear head under cross-entropy. Reports per step the
 CPU seconds (user + system, which the other processes of a shared machine do not change much),
-the system share, the minor page faults and the wall time, and whether the two modes' losses
-are bit-identical over the same steps."""
+the system share, the minor page faults and the wall time, the process's peak resident memory, and whether the
+two modes' losses are bit-identical over the same steps. The modes alternate in ABBA order, and
+the environment's own malloc tuning is dropped for both."""
 
 from __future__ import annotations
 
@@ -78,6 +79,7 @@ def child(task_name: str, steps: int) -> dict:
         "system_share": system / (user + system),
         "minor_faults_per_step": (r1.ru_minflt - r0.ru_minflt) / steps,
         "wall_s_per_step": wall / steps,
+        "peak_rss_mb": r1.ru_maxrss / 1024,  # a fresh process (not a fork): its own peak
         "losses": losses,
     }
 
@@ -93,22 +95,26 @@ def main() -> None:
     if a.child:
         print(json.dumps(child(a.child, a.steps)))
         return
-    base = {k: v for k, v in os.environ.items() if k != "SSL_DERM_MALLOC"}
+    mine = ("SSL_DERM_MALLOC", "GLIBC_TUNABLES", "LD_PRELOAD", "MALLOC_")
+    base = {k: v for k, v in os.environ.items() if not k.startswith(mine)}
     base["OMP_NUM_THREADS"] = "1"
     rows = []
     for task in a.tasks.split(","):
-        for _ in range(a.repeats):
-            for mode in ("system", "kept"):
+        for i in range(a.repeats):
+            for mode in ("system", "kept") if i % 2 == 0 else ("kept", "system"):
                 env = {**base, **({"SSL_DERM_MALLOC": "system"} if mode == "system" else {})}
                 cmd = [sys.executable, __file__, "--child", task, "--steps", str(a.steps)]
                 out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True).stdout
-                rows.append({"mode": mode, **json.loads(out.strip().splitlines()[-1])})
-    print("| task | mode | CPU s/step | system share | minor faults/step | wall s/step |")
-    print("|---|---|---:|---:|---:|---:|")
+                row = {"mode": mode, **json.loads(out.strip().splitlines()[-1])}
+                if row["kept"] != (mode == "kept"):
+                    sys.exit(f"{task}: the {mode} process did not run in its mode (kept={row['kept']})")
+                rows.append(row)
+    print("| task | mode | CPU s/step | system share | minor faults/step | wall s/step | peak RSS MB |")
+    print("|---|---|---:|---:|---:|---:|---:|")
     for r in rows:
         print(
             f"| {r['task']} | {r['mode']} | {r['cpu_s_per_step']:.2f} | {r['system_share']:.0%} | "
-            f"{r['minor_faults_per_step']:,.0f} | {r['wall_s_per_step']:.2f} |"
+            f"{r['minor_faults_per_step']:,.0f} | {r['wall_s_per_step']:.2f} | {r['peak_rss_mb']:,.0f} |"
         )
     for task in a.tasks.split(","):
         mine = [r for r in rows if r["task"] == task]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -26,6 +27,11 @@ from ssl_derm.finetune.benchmark.select import select_recipe
 from ssl_derm.finetune.report import results_markdown
 from ssl_derm.finetune.targets import TARGETS, Target
 
+# what a benchmark writes that shows test figures
+TEST_TABLES = (
+    "results.csv", "results.md", "paired.csv", "intervals.csv", "tta.csv", "cam_in_lesion.csv", "label_efficiency.png",
+)  # fmt: skip
+
 
 def run_benchmark(cfg: BenchmarkConfig, overwrite: bool = False, resume: bool = False) -> pd.DataFrame:
     """``resume`` is accepted for symmetry: a benchmark always continues where it stopped.
@@ -40,6 +46,8 @@ def run_benchmark(cfg: BenchmarkConfig, overwrite: bool = False, resume: bool = 
     names = [n for n, _, _ in entries]
     inits = [i for _, i, _ in entries]
     out = run_dir(cfg.out, "benchmark", overwrite, resume=True)
+    if cfg.blind:
+        _warn_of_tables(out)
     save_yaml(cfg, out / "config.yaml")
     base = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(FinetuneConfig)}
     first = resolve_encoder_settings(FinetuneConfig(**{**base, "init": inits[0]}))
@@ -92,10 +100,22 @@ def run_benchmark(cfg: BenchmarkConfig, overwrite: bool = False, resume: bool = 
     return results
 
 
+def _warn_of_tables(out: Path) -> None:
+    """A blind benchmark writes no test table, but one of an earlier pass may be in ``out``."""
+    old = [p.name for p in sorted(out.glob("*")) if p.name in TEST_TABLES or p.name.startswith("confusion_")]
+    if old:
+        print(
+            f"note: {out} holds test tables of an earlier pass ({', '.join(old)}); --blind neither reads nor "
+            "updates them: move them away to keep test out of view",
+            file=sys.stderr,
+        )
+
+
 def _blind_summary(rows: list[dict], out: Path, target: Target, seconds: float) -> pd.DataFrame:
     """What a ``blind`` benchmark shows: the validation score per init and fraction (mean ± std
     over seeds), no test figure; each run's test scores stay in its metrics.json."""
     val = pd.DataFrame(rows)[["init", "label_fraction", target.val_column]]
+    val[target.val_column] = pd.to_numeric(val[target.val_column], errors="coerce")  # a run without one: n/a
     print("Validation only (blind): mean ± std over seeds. Every run scored test, kept in its metrics.json.\n")
     print(results_markdown(val, [target.val_column], note=False))
     print(

@@ -134,8 +134,8 @@ class Target:
         """The line printed before training."""
         raise NotImplementedError
 
-    def score_test(self, run: FinetuneRun, model, trainer) -> dict:
-        """Score the test split once (and log what TensorBoard should show of it)."""
+    def score_test(self, run: FinetuneRun, model, trainer, log: bool = True) -> dict:
+        """Score the test split once (and with ``log`` show it in TensorBoard)."""
         raise NotImplementedError
 
     def init_record(self, run: FinetuneRun) -> dict:

@@ -172,10 +172,11 @@ class Classification(Target):
             f"{len(run.lab.classes)} classes, @ {cfg.image_size}px -> {run.out}"
         )
 
-    def score_test(self, run: FinetuneRun, model, trainer) -> dict:
+    def score_test(self, run: FinetuneRun, model, trainer, log: bool = True) -> dict:
         normalization = encoder_spec(run.cfg.encoder).normalization
         metrics = test_metrics(model, run.lab, normalization, trainer.strategy.root_device, run.out)
-        log_confusion(trainer.logger, metrics["confusion_matrix"], "test/confusion_matrix", trainer.global_step)
+        if log:
+            log_confusion(trainer.logger, metrics["confusion_matrix"], "test/confusion_matrix", trainer.global_step)
         return metrics
 
     def checkpoint_fields(self, run: FinetuneRun, model) -> dict:

@@ -130,10 +130,12 @@ class Segmentation(Target):
             f"{len(run.lab.indices('train')):,} images @ {cfg.image_size}px -> {run.out}"
         )
 
-    def score_test(self, run: FinetuneRun, model, trainer) -> dict:
+    def score_test(self, run: FinetuneRun, model, trainer, log: bool = True) -> dict:
         lab = run.lab
         normalization = encoder_spec(run.cfg.encoder).normalization
         metrics, probs = score_segmentation(model, lab, normalization, trainer.strategy.root_device)
+        if not log:
+            return metrics
         n = min(PREVIEW, len(probs))
         idx = lab.indices("test")[:n]
         log_overlays(

@@ -34,6 +34,10 @@ exit codes: 0 ok, 2 bad input (one line on stderr), 1 unexpected failure.
 """
 
 
+# the commands whose steps free and allocate the same large tensors over and over
+# (ssl_derm.allocator); the others run once through their data and keep no peak
+TRAINING = ("pretrain", "finetune", "benchmark", "bench-speed")
+
 # in the order ``ssl-derm --help`` lists them
 COMMANDS = (data, pretrain, finetune, evaluate, benchmark, predict, explain, embed, export, bench_speed)
 
@@ -54,7 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    keep_freed_memory()  # before the first tensor: training steps reuse freed memory (ssl_derm.allocator)
+    if args.command in TRAINING:  # before the first tensor: each step reuses the last one's freed memory
+        keep_freed_memory()
     warnings.filterwarnings("ignore", category=UserWarning, module="pytorch_lightning")
     from ssl_derm.engine import RunFailed
 

@@ -87,11 +87,11 @@ def add(sub) -> None:
     )
     p.add_argument(
         "--blind",
-        action="store_true",
+        action=argparse.BooleanOptionalAction,
         default=None,
         help="score test in every run but print validation scores only and write no table, so that "
         "nothing is chosen on a test figure while a study runs; --report-only writes the tables once it "
-        "is complete",
+        "is complete (default: off)",
     )
     p.add_argument(
         "--report-only",

@@ -70,9 +70,10 @@ for name in $PARTS; do
   saver=$!
   start=$(date +%s)
   stamp "benchmark $name: fractions $fractions, $seeds seeds, inits $INITS"
-  # its log (validation only while BLIND) stays in OUT, not in STATE
+  # its log stays in OUT, not in STATE; a blind pass logs apart, so its log holds no test figure
+  log="$OUT/$name${BLIND:+.blind}.log"
   $SSL benchmark --config "$CONFIG" --data "$DATA" --splits "$SPLIT" --label-fractions "$fractions" \
-    --seeds "$seeds" --inits "$INITS" --out "$OUT/$name" --no-progress $BLIND >> "$OUT/$name.log" 2>&1
+    --seeds "$seeds" --inits "$INITS" --out "$OUT/$name" --no-progress $BLIND >> "$log" 2>&1
   stamp "benchmark $name done ($(( $(date +%s) - start )) s this pass)"
   kill $saver 2>/dev/null || true
   keep "$name"
