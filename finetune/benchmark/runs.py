@@ -19,7 +19,9 @@ from ssl_derm.encoders import resolve_encoder_settings
 from ssl_derm.engine import RunFailed
 from ssl_derm.errors import UserError
 from ssl_derm.files import atomic_write_text
+from ssl_derm.finetune.benchmark.regenerate import CAM_FILE
 from ssl_derm.finetune.targets import TARGETS
+from ssl_derm.finetune.targets.classification import PREDICTIONS, PREDICTIONS_TTA
 from ssl_derm.finetune.train import run_finetune
 
 
@@ -57,6 +59,10 @@ def is_current(metrics_file: Path, table: pd.DataFrame, key: str, fraction: floa
         return False
     return same_split(metrics_file.parent / "splits.csv", table, fraction, seed)
 
+
+# what a finished run's folder holds of its test split besides metrics.json, written at its end or
+# after it (finetune/benchmark/regenerate.py), so never yet by a run that is about to train
+TEST_OUTPUTS = (PREDICTIONS, PREDICTIONS_TTA, CAM_FILE)
 
 STARTED = "run_key.started"  # in a run folder while its run trains: what it trains (started_record)
 
@@ -151,6 +157,8 @@ class Runner:
             return {**json.loads(done.read_text()), "_dir": run}
         step = resumable(run, run_cfg, key, lab.table)
         print(label if step is None else f"{label}: resuming its interrupted run at step {step}")
+        for name in TEST_OUTPUTS:  # a resumed folder may hold another run's (a stale or restored one)
+            (run / name).unlink(missing_ok=True)
         if run_cfg.image_size != fold["size"]:  # an init checkpoint at another size: same splits, other pixels
             data_key = (fold["splits"], run_cfg.image_size)
             if data_key not in self.labs:

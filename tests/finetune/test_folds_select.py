@@ -233,6 +233,9 @@ def test_an_interrupted_benchmark_run_resumes_from_its_trainer_checkpoint(tmp_pa
         real(self, trainer, pl_module)
 
     monkeypatch.setattr(LastCheckpoint, "on_train_epoch_end", counted)
+    # test outputs of another run in the folder (a stale or restored one) never join the resumed run
+    for name in ("test_predictions.csv", "test_cam_in_lesion.csv"):
+        (run / name).write_text("left by another run\n")
     capsys.readouterr()
     assert main(args) == 0
     assert epochs == [1]  # only the second epoch trained: the first was not run again
@@ -241,6 +244,8 @@ def test_an_interrupted_benchmark_run_resumes_from_its_trainer_checkpoint(tmp_pa
     assert metrics["resumed_at_step"] > 0 and metrics["epochs_run"] == 2
     assert [e["epoch"] for e in metrics["val_history"]] == [1, 2]  # the first epoch's check is kept
     assert not (run / STARTED).exists()
+    assert (run / "test_predictions.csv").read_text() != "left by another run\n"  # its own, written at its end
+    assert not (run / "test_cam_in_lesion.csv").exists()  # not asked for (--cam-in-lesion): gone, not kept
 
     # a trainer checkpoint of something else under the same folder is not resumed: run afresh
     import dataclasses

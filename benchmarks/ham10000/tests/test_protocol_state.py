@@ -76,6 +76,18 @@ def test_save_keeps_the_small_files_and_restore_brings_them_back(state_tool, tmp
     assert state_tool.restore(state, again) == 0
     assert (again / "pretrain/rotation/DONE").read_text() == "profile=cpu steps=600"
 
+    # ... and never adds a run's test outputs to a folder holding another run
+    run = "benchmark/runs/imagenet/fraction1/seed0"
+    (out / run / "test_predictions.csv").write_text("image,label\n")
+    assert state_tool.save(out, state) == 1
+    other = tmp_path / "other"
+    (other / run).mkdir(parents=True)
+    (other / run / "metrics.json").write_text('{"balanced_accuracy": 0.6}')  # another run of that path
+    state_tool.restore(state, other)
+    assert not (other / run / "test_predictions.csv").exists() and (other / run / "splits.csv").is_file()
+    state_tool.restore(state, again)  # the same run there: its outputs come back
+    assert (again / run / "test_predictions.csv").read_text() == "image,label\n"
+
 
 def test_restore_of_no_state_is_a_first_run_and_save_needs_a_folder(state_tool, tmp_path, capsys):
     assert state_tool.main(["restore", str(tmp_path / "none"), str(tmp_path / "out")]) == 0

@@ -161,6 +161,22 @@ def save(out: Path, state: Path, summaries: bool = False) -> int:
     return n
 
 
+def _other_run(state: Path, out: Path, rel: Path) -> bool:
+    """``rel`` is a run's test output (``test_*``) and the same folder in ``out`` holds a finished
+    run other than the state's (its metrics.json differs): a run of this study where the state is
+    an earlier benchmark's, say. Its outputs must be its own, written from its own model."""
+    mine = out / rel.parent / "metrics.json"
+    if not rel.name.startswith("test_") or not mine.is_file():
+        return False
+    theirs = state / rel.parent / "metrics.json"
+    if not theirs.is_file():
+        theirs = theirs.with_name("metrics.json.gz")
+    if not theirs.is_file():
+        return True  # a finished run there, and none in the state: not the state's
+    data = gzip.decompress(theirs.read_bytes()) if theirs.suffix == ".gz" else theirs.read_bytes()
+    return mine.read_bytes() != machine(data)
+
+
 def _whole_json(path: Path) -> bool:
     try:
         json.loads(path.read_bytes())
@@ -170,12 +186,14 @@ def _whole_json(path: Path) -> bool:
 
 
 def restore(state: Path, out: Path) -> int:
+    """The state's files into ``out``, never over a file there, and never a run's test outputs
+    into a folder that holds another run (``_other_run``)."""
     n = 0
     for rel in kept(state, gz=True):
         src, dst = state / rel, out / rel
         if rel.suffix == ".gz":
             dst = dst.with_suffix("")
-        if dst.exists():
+        if dst.exists() or _other_run(state, out, rel):
             continue
         dst.parent.mkdir(parents=True, exist_ok=True)
         expand(src, dst)
