@@ -31,6 +31,17 @@ USER_TUNING = ("MALLOC_MMAP_MAX_", "MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESH
 DEFAULT_MMAP_MAX = 65536  # glibc's own, restored if the second setting is refused
 
 
+_KEPT = False  # keep_freed_memory took effect in this process
+
+
+def release_freed_memory() -> None:
+    """Hand the heap's free pages back to the system (``malloc_trim``) where ``keep_freed_memory``
+    holds them: between a benchmark's runs, whose models and batches differ, so the next run
+    does not grow the heap over the last one's free blocks."""
+    if _KEPT:
+        ctypes.CDLL(None).malloc_trim(0)
+
+
 def keep_freed_memory() -> bool:
     """Serve every allocation from the heap and never trim it; True if glibc took the settings."""
     env = os.environ
@@ -52,4 +63,6 @@ def keep_freed_memory() -> bool:
     if mallopt(M_TRIM_THRESHOLD, 2**31 - 1) != 1:  # all or nothing
         mallopt(M_MMAP_MAX, DEFAULT_MMAP_MAX)
         return False
+    global _KEPT
+    _KEPT = True
     return True

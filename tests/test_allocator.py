@@ -24,6 +24,25 @@ for i in range(20):
 print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
 """
 
+# the kept heap's free pages go back to the system on release_freed_memory: resident MB before and after
+RELEASE = """
+import os
+import torch
+from ssl_derm.allocator import keep_freed_memory, release_freed_memory
+
+
+def resident():
+    return int(open("/proc/self/statm").read().split()[1]) * os.sysconf("SC_PAGE_SIZE") // 2**20
+
+
+keep_freed_memory()
+a = torch.ones(64 << 20)  # 256 MB
+del a
+held = resident()
+release_freed_memory()
+print(held, resident())
+"""
+
 
 def faults(env: dict) -> tuple[str, int]:
     out = subprocess.run([sys.executable, "-c", LOOP], env=env, capture_output=True, text=True, check=True)
@@ -45,5 +64,8 @@ def test_freed_blocks_are_reused_instead_of_faulted_in_again(monkeypatch):
     # the user's own malloc tuning wins
     assert faults({**base, "MALLOC_MMAP_MAX_": "65536"})[0] == "False"
     assert faults({**base, "LD_PRELOAD": "libjemalloc.so.2-not-loaded"})[0] == "False"
+    out = subprocess.run([sys.executable, "-c", RELEASE], env=base, capture_output=True, text=True, check=True)
+    held, released = map(int, out.stdout.split())
+    assert held - released > 200  # MB
     monkeypatch.setenv("SSL_DERM_MALLOC", "system")
     assert keep_freed_memory() is False

@@ -11,6 +11,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
+from ssl_derm.allocator import release_freed_memory
 from ssl_derm.checkpoint import FORMAT_VERSION, weights_fingerprint
 from ssl_derm.config import BenchmarkConfig, FinetuneConfig, check_resume_settings, key_values
 from ssl_derm.data.labeled import prepare_labeled
@@ -185,6 +186,8 @@ class Runner:
         except RunFailed:  # a diverged run is not resumed: it runs again from the start
             (run / STARTED).unlink(missing_ok=True)
             raise
+        finally:
+            release_freed_memory()  # the next run's model and batches start from a trimmed heap
         metrics = {**json.loads(done.read_text()), "run_key": key}
         if step is not None:
             metrics["resumed_at_step"] = step  # the run continued from its trainer checkpoint there
