@@ -278,7 +278,7 @@ def test_a_diverged_run_is_not_resumed_and_a_signalled_stop_survives_a_resume(tm
     from ssl_derm.finetune.benchmark import runs
     from ssl_derm.finetune.run import FreshEarlyStopping
 
-    def diverges(cfg, overwrite, resume, lab, started):
+    def diverges(cfg, overwrite, resume, lab, started, blind=False):
         Path(cfg.out).mkdir(parents=True, exist_ok=True)
         started(Path(cfg.out))
         assert (Path(cfg.out) / runs.STARTED).is_file()
