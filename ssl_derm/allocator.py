@@ -39,7 +39,12 @@ def release_freed_memory() -> None:
     holds them: between a benchmark's runs, whose models and batches differ, so the next run
     does not grow the heap over the last one's free blocks."""
     if _KEPT:
-        ctypes.CDLL(None).malloc_trim(0)
+        import gc
+
+        gc.collect()  # a finished Lightning run's model sits in reference cycles until collected
+        trim = ctypes.CDLL(None).malloc_trim
+        trim.argtypes, trim.restype = [ctypes.c_size_t], ctypes.c_int
+        trim(0)
 
 
 def keep_freed_memory() -> bool:

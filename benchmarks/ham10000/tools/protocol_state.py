@@ -172,9 +172,9 @@ def _other_run(state: Path, out: Path, rel: Path) -> bool:
     if not theirs.is_file():
         theirs = theirs.with_name("metrics.json.gz")
     if not theirs.is_file():
-        return True  # a finished run there, and none in the state: not the state's
+        return False  # nothing to tell them apart by (a state may leave out a copy of v2's metrics)
     data = gzip.decompress(theirs.read_bytes()) if theirs.suffix == ".gz" else theirs.read_bytes()
-    return mine.read_bytes() != machine(data)
+    return portable(mine.read_bytes()) != data  # compared as saved: machine() does not undo every path
 
 
 def _whole_json(path: Path) -> bool:
