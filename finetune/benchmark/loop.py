@@ -21,16 +21,11 @@ from ssl_derm.engine import run_dir
 from ssl_derm.errors import UserError
 from ssl_derm.finetune.benchmark.inits import recorded_init_name, slug
 from ssl_derm.finetune.benchmark.regenerate import ensure_cam_in_lesion, ensure_predictions
-from ssl_derm.finetune.benchmark.reports import write_reports
+from ssl_derm.finetune.benchmark.reports import write_reports, written_reports
 from ssl_derm.finetune.benchmark.runs import Runner, kept_last_epoch
 from ssl_derm.finetune.benchmark.select import select_recipe
 from ssl_derm.finetune.report import results_markdown
 from ssl_derm.finetune.targets import TARGETS, Target
-
-# what a benchmark writes that shows test figures
-TEST_TABLES = (
-    "results.csv", "results.md", "paired.csv", "intervals.csv", "tta.csv", "cam_in_lesion.csv", "label_efficiency.png",
-)  # fmt: skip
 
 
 def run_benchmark(cfg: BenchmarkConfig, overwrite: bool = False, resume: bool = False) -> pd.DataFrame:
@@ -102,7 +97,7 @@ def run_benchmark(cfg: BenchmarkConfig, overwrite: bool = False, resume: bool = 
 
 def _warn_of_tables(out: Path) -> None:
     """A blind benchmark writes no test table, but one of an earlier pass may be in ``out``."""
-    old = [p.name for p in sorted(out.glob("*")) if p.name in TEST_TABLES or p.name.startswith("confusion_")]
+    old = written_reports(out)
     if old:
         print(
             f"note: {out} holds test tables of an earlier pass ({', '.join(old)}); --blind neither reads nor "

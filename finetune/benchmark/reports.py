@@ -23,6 +23,16 @@ from ssl_derm.finetune.report import label_efficiency_plot, results_markdown, sa
 from ssl_derm.finetune.targets import TARGETS, Target
 from ssl_derm.stats import format_interval
 
+# the files write_reports writes beside the confusion matrices (confusion_<init>.png): test figures
+REPORTS = (
+    "results.csv", "results.md", "paired.csv", "intervals.csv", "tta.csv", "cam_in_lesion.csv", "label_efficiency.png",
+)  # fmt: skip
+
+
+def written_reports(out: Path) -> list[str]:
+    """The names of the report files (``write_reports``'s) already in ``out``."""
+    return [p.name for p in sorted(out.glob("*")) if p.name in REPORTS or p.name.startswith("confusion_")]
+
 
 def write_reports(rows: list[dict], out: Path, names: list[str], target: Target | None = None) -> pd.DataFrame:
     """results.csv, results.md, label_efficiency.png and (classification) confusion matrices
